@@ -1,0 +1,234 @@
+/* The node's lifetime: building the lws context and its parts, the service loop, the periodic
+ * tick, and the drain that ends it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "handlers.h"
+#include "node.h"
+#include "relay/clock.h"
+#include "relay/log.h"
+#include "ws.h"
+
+#define NODE_TICK_US (250 * 1000)
+
+static const struct lws_protocols node_protocols[] = {
+    {"relay", ws_callback, sizeof(ws_pss), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+session *node_session(relay_node *n, uint64_t conn_id)
+{
+    return hmap_get(n->conns, &conn_id, sizeof conn_id);
+}
+
+void node_wake(relay_node *n, session *s)
+{
+    (void)n;
+    if (!s->write_requested) {
+        s->write_requested = true;
+        lws_callback_on_writable(s->wsi);
+    }
+}
+
+void node_reply(relay_node *n, session *s, msgbuf *m)
+{
+    if (s->close_code && s->state == SESSION_CLOSED) {
+        msgbuf_unref(m);
+        return;
+    }
+    if (session_reply(s, m) < 0) {
+        log_warn("conn=%llu reply queue overflow, closing", (unsigned long long)s->conn_id);
+        node_close(n, s, LWS_CLOSE_STATUS_POLICY_VIOLATION, "reply queue overflow");
+        return;
+    }
+    /* Flow control: a client that sends faster than it reads its replies stops being read. */
+    if (!s->rx_paused && s->dq_len >= SESSION_DIRECT_PAUSE) {
+        s->rx_paused = true;
+        lws_rx_flow_control(s->wsi, 0);
+    }
+    node_wake(n, s);
+}
+
+void node_reply_error(relay_node *n, session *s, const char *code, const char *message,
+                      codec_blob ref)
+{
+    msgbuf *m = codec_encode_error(code, message, ref);
+    if (m)
+        node_reply(n, s, m);
+}
+
+void node_close(relay_node *n, session *s, int code, const char *reason)
+{
+    session_close_after_flush(s, code, reason);
+    node_wake(n, s);
+}
+
+bool node_ready(relay_node *n)
+{
+    return n->phase == NODE_RUNNING && n->backend->vt->ready(n->backend);
+}
+
+void node_request_stop(relay_node *n)
+{
+    n->signal_pending = 1;
+    if (n->ctx)
+        lws_cancel_service(n->ctx);
+}
+
+typedef struct drain_walk {
+    relay_node *n;
+    size_t budget; /* connections to close this tick */
+} drain_walk;
+
+static int node_drain_one(const void *k, size_t kl, void *v, void *ud)
+{
+    (void)k, (void)kl;
+    drain_walk *w = ud;
+    session *s = v;
+    if (s->close_code)
+        return 0;
+    if (w->budget == 0)
+        return 1;
+    w->budget--;
+    node_close(w->n, s, LWS_CLOSE_STATUS_GOINGAWAY, "node shutting down");
+    return 0;
+}
+
+/* Closes connections with 1001, spreading them evenly over what is left of the drain window so
+ * clients do not reconnect elsewhere as one storm. */
+static void node_drain_step(relay_node *n, int64_t now)
+{
+    size_t open = hmap_count(n->conns);
+    int64_t left = n->phase_deadline_ms - now;
+    size_t ticks_left = left > 0 ? (size_t)(left / (NODE_TICK_US / 1000)) + 1 : 1;
+    drain_walk w = {n, (open + ticks_left - 1) / ticks_left};
+    if (w.budget)
+        hmap_each(n->conns, node_drain_one, &w);
+    if (open == 0 || now > n->phase_deadline_ms + 5000)
+        n->phase = NODE_STOPPED;
+}
+
+static void node_on_signal(relay_node *n, int64_t now)
+{
+    n->signal_pending = 0;
+    if (n->phase == NODE_RUNNING) {
+        log_info("stop requested: readiness off, draining in %d s over %d s",
+                 n->cfg->drain_delay, n->cfg->drain_time);
+        n->phase = NODE_DRAIN_WAIT;
+        n->phase_deadline_ms = now + (int64_t)n->cfg->drain_delay * 1000;
+    } else {
+        log_info("second stop request: closing every connection now");
+        n->phase = NODE_DRAINING;
+        n->phase_deadline_ms = now;
+    }
+}
+
+static void node_tick(lws_sorted_usec_list_t *sul)
+{
+    relay_node *n = lws_container_of(sul, relay_node, tick_sul);
+    int64_t now = clock_mono_ms();
+    if (now - n->last_backend_tick_ms >= 1000) {
+        n->last_backend_tick_ms = now;
+        n->backend->vt->tick(n->backend);
+    }
+    if (n->phase == NODE_DRAIN_WAIT && now >= n->phase_deadline_ms) {
+        n->phase = NODE_DRAINING;
+        n->phase_deadline_ms = now + (int64_t)n->cfg->drain_time * 1000;
+    }
+    if (n->phase == NODE_DRAINING)
+        node_drain_step(n, now);
+    lws_sul_schedule(n->ctx, 0, &n->tick_sul, node_tick, NODE_TICK_US);
+}
+
+static void node_wake_sub(channel_sub *sub, void *ud)
+{
+    node_wake(ud, session_from_sub(sub));
+}
+
+static int node_make_parts(relay_node *n, char *err, size_t errlen)
+{
+    const relay_config *cfg = n->cfg;
+    token_config tc = {cfg->jwt_secret, cfg->jwt_keys, cfg->jwt_audience, cfg->jwt_issuer,
+                       cfg->jwt_leeway};
+    n->tokens = token_verifier_create(&tc, err, errlen);
+    if (!n->tokens)
+        return -1;
+    n->limits = codec_default_limits;
+    n->limits.max_cursor = (size_t)cfg->max_cursor_size;
+    n->limits.max_ref = (size_t)cfg->max_ref_size;
+    n->conns = hmap_create();
+    n->channels = channel_registry_create(1024, 256, node_wake_sub, n);
+    backend_events ev = handlers_backend_events(n);
+    backend_limits bl = {(size_t)cfg->history_length, cfg->history_ttl,
+                         (uint32_t)cfg->sync_limit, cfg->resume_ttl, cfg->dedup_window};
+    n->backend = backend_memory_create(&ev, &bl);
+    if (!n->conns || !n->channels || !n->backend) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+relay_node *node_create(const relay_config *cfg, char *err, size_t errlen)
+{
+    relay_node *n = calloc(1, sizeof *n);
+    if (!n) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    n->cfg = cfg;
+    if (node_make_parts(n, err, errlen) < 0) {
+        node_destroy(n);
+        return NULL;
+    }
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = cfg->port;
+    info.iface = cfg->bind;
+    info.protocols = node_protocols;
+    info.user = n;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.timeout_secs = 10;
+    info.vhost_name = "relay";
+    lws_set_log_level(log_get_level() <= LOG_DEBUG ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : LLL_ERR,
+                      NULL);
+    n->ctx = lws_create_context(&info);
+    if (!n->ctx) {
+        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not permitted?)", cfg->bind,
+                 cfg->port);
+        node_destroy(n);
+        return NULL;
+    }
+    lws_sul_schedule(n->ctx, 0, &n->tick_sul, node_tick, NODE_TICK_US);
+    log_info("relay-node %s listening on %s:%d (standalone)", cfg->node_id, cfg->bind,
+             cfg->port);
+    return n;
+}
+
+int node_run(relay_node *n)
+{
+    while (n->phase != NODE_STOPPED) {
+        if (lws_service(n->ctx, 0) < 0)
+            break;
+        if (n->signal_pending)
+            node_on_signal(n, clock_mono_ms());
+    }
+    log_info("relay-node %s stopped", n->cfg->node_id);
+    return n->exit_code;
+}
+
+void node_destroy(relay_node *n)
+{
+    if (!n)
+        return;
+    if (n->ctx) {
+        lws_sul_schedule(n->ctx, 0, &n->tick_sul, NULL, LWS_SET_TIMER_USEC_CANCEL);
+        lws_context_destroy(n->ctx); /* closes every connection: sessions freed in CLOSED */
+    }
+    backend_destroy(n->backend);
+    channel_registry_destroy(n->channels);
+    hmap_destroy(n->conns);
+    token_verifier_destroy(n->tokens);
+    free(n);
+}

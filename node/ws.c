@@ -1,0 +1,179 @@
+#include "ws.h"
+
+#include <string.h>
+
+#include "handlers.h"
+#include "http.h"
+#include "node.h"
+#include "relay/clock.h"
+#include "relay/log.h"
+
+static const char *const ws_channel_names[2] = {"document", "presence"};
+
+static int ws_write(relay_node *n, session *s, msgbuf *m)
+{
+    enum lws_write_protocol proto = m->kind == MSGBUF_TEXT ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
+    int wrote = lws_write(s->wsi, msgbuf_data(m), m->len, proto);
+    if (wrote < (int)m->len)
+        return -1;
+    n->stats.msgs_out++;
+    n->stats.bytes_out += m->len;
+    return 0;
+}
+
+/* Picks the next broadcast for s: a `lagged` notice at a gap first, then the message after it.
+ * Messages the gate refuses, and the sender's own, are consumed without being written.
+ * Returns 1 when something was written, 0 when nothing is pending, -1 on write failure. */
+static int ws_write_broadcast(relay_node *n, session *s)
+{
+    if (s->request_pending)
+        return 0; /* a join in flight: keep the stream for when it completes */
+    for (int i = 0; i < 2; i++) {
+        chan_kind k = (chan_kind)i;
+        msgbuf *m;
+        while ((m = channel_peek(&s->sub, k)) != NULL) {
+            if (s->sub.missed[k]) {
+                uint64_t missed = s->sub.missed[k];
+                s->sub.missed[k] = 0;
+                n->stats.lag_drops += missed;
+                msgbuf *notice = codec_encode_lagged(ws_channel_names[k], missed);
+                int rc = notice ? ws_write(n, s, notice) : -1;
+                msgbuf_unref(notice);
+                return rc < 0 ? -1 : 1;
+            }
+            s->sub.pos[k]++;
+            if (!session_can_receive_broadcast(s) || m->origin == s->conn_id)
+                continue;
+            return ws_write(n, s, m) < 0 ? -1 : 1;
+        }
+    }
+    return 0;
+}
+
+static bool ws_more_pending(session *s)
+{
+    return s->dq_len || s->close_code ||
+           (!s->request_pending && (channel_peek(&s->sub, CHAN_DOCUMENT) ||
+                                    channel_peek(&s->sub, CHAN_PRESENCE)));
+}
+
+/* Exactly one lws_write per WRITEABLE: direct replies first (they bypass the gate), then the
+ * close once they are flushed, then broadcasts. */
+static int ws_on_writeable(relay_node *n, session *s)
+{
+    s->write_requested = false;
+    msgbuf *m = session_reply_pop(s);
+    if (m) {
+        int rc = ws_write(n, s, m);
+        msgbuf_unref(m);
+        if (rc < 0)
+            return -1;
+        if (s->rx_paused && s->dq_len <= SESSION_DIRECT_RESUME) {
+            s->rx_paused = false;
+            lws_rx_flow_control(s->wsi, 1);
+        }
+    } else if (s->close_code) {
+        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
+                         (unsigned char *)s->close_reason, strlen(s->close_reason));
+        return -1;
+    } else if (ws_write_broadcast(n, s) < 0) {
+        return -1;
+    }
+    if (ws_more_pending(s))
+        node_wake(n, s);
+    return 0;
+}
+
+static int ws_close_now(struct lws *wsi, int code, const char *reason)
+{
+    lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, strlen(reason));
+    return -1;
+}
+
+/* Reassembles fragments and hands complete messages to the handlers. */
+static int ws_on_receive(relay_node *n, session *s, const uint8_t *in, size_t len)
+{
+    size_t max = (size_t)n->cfg->max_message_size;
+    bool binary = lws_frame_is_binary(s->wsi);
+    bool whole = lws_is_first_fragment(s->wsi) && lws_is_final_fragment(s->wsi);
+    if (whole && s->rx_len == 0) {
+        if (len > max)
+            return ws_close_now(s->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large");
+        handlers_dispatch(n, s, in, len, binary);
+        return 0;
+    }
+    if (s->rx_len + len + lws_remaining_packet_payload(s->wsi) > max ||
+        session_rx_append(s, in, len, max) < 0)
+        return ws_close_now(s->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large");
+    if (lws_is_final_fragment(s->wsi)) {
+        handlers_dispatch(n, s, s->rx, s->rx_len, binary);
+        session_rx_reset(s);
+    }
+    return 0;
+}
+
+static int ws_on_established(relay_node *n, struct lws *wsi, ws_pss *pss)
+{
+    char uri[512], doc[129], color[40];
+    if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) < 0 ||
+        http_document_path(uri, doc, sizeof doc) != 0)
+        return -1;
+    const char *c = lws_get_urlarg_by_name(wsi, "color", color, sizeof color);
+    if (c && (strlen(c) == 0 || strlen(c) > 32))
+        c = NULL;
+    session *s = session_create(++n->next_conn_id, wsi, doc, c, &n->stats);
+    if (!s)
+        return -1;
+    if (hmap_put(n->conns, &s->conn_id, sizeof s->conn_id, s) < 0) {
+        session_destroy(s);
+        return -1;
+    }
+    pss->s = s;
+    s->auth_deadline_ms = clock_mono_ms() + (int64_t)n->cfg->auth_timeout * 1000;
+    handlers_arm_timer(n, s);
+    log_debug("conn=%llu upgraded doc=%s", (unsigned long long)s->conn_id, doc);
+    return 0;
+}
+
+static void ws_on_closed(relay_node *n, ws_pss *pss)
+{
+    session *s = pss->s;
+    if (!s)
+        return;
+    pss->s = NULL;
+    handlers_on_close(n, s);
+    hmap_del(n->conns, &s->conn_id, sizeof s->conn_id);
+    log_debug("conn=%llu closed", (unsigned long long)s->conn_id);
+    session_destroy(s);
+}
+
+int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                size_t len)
+{
+    struct lws_context *ctx = lws_get_context(wsi);
+    relay_node *n = ctx ? lws_context_user(ctx) : NULL;
+    ws_pss *pss = user;
+    if (!n)
+        return 0;
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return http_handle(n, wsi, (const char *)in);
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return http_confirm_upgrade(n, wsi);
+    case LWS_CALLBACK_ESTABLISHED:
+        return ws_on_established(n, wsi, pss);
+    case LWS_CALLBACK_RECEIVE:
+        return pss->s ? ws_on_receive(n, pss->s, in, len) : -1;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return pss->s ? ws_on_writeable(n, pss->s) : -1;
+    case LWS_CALLBACK_TIMER:
+        if (pss->s)
+            handlers_on_timer(n, pss->s);
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        ws_on_closed(n, pss);
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}

@@ -1,0 +1,20 @@
+/**
+ * @file ws.h
+ * The libwebsockets protocol callback: a thin dispatcher from lws events to the http, session
+ * and handlers modules, and the send path — the only place the broadcast gate is enforced.
+ */
+#ifndef RELAY_WS_H
+#define RELAY_WS_H
+
+#include <libwebsockets.h>
+
+/* The callback of the node's single protocol (HTTP and WebSocket). */
+int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                size_t len);
+
+/* The per-connection storage lws allocates for us: just the session pointer. */
+typedef struct ws_pss {
+    struct session *s;
+} ws_pss;
+
+#endif
