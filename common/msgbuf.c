@@ -12,6 +12,7 @@ msgbuf *msgbuf_new(msgbuf_kind kind, size_t cap)
     atomic_init(&mb->refs, 1);
     mb->kind = (uint8_t)kind;
     mb->origin = 0;
+    mb->seq = 0;
     mb->len = 0;
     mb->cap = cap;
     return mb;

@@ -22,6 +22,8 @@ typedef struct msgbuf {
     _Atomic uint32_t refs;
     uint8_t kind;       /* msgbuf_kind: the WebSocket frame type it is sent as */
     uint64_t origin;    /* connection id of the sender on this node, 0 if none: not echoed */
+    uint64_t seq;       /* document operations: their seq, so a joiner skips what its snapshot
+                           already holds; 0 for everything else */
     size_t len;         /* bytes of payload in use */
     size_t cap;         /* bytes of payload allocated */
     uint8_t mem[];      /* MSGBUF_HEADROOM bytes, then cap bytes of payload */
