@@ -93,17 +93,17 @@ typedef bool (*sync_cond)(const wsc_sync *s);
 
 /* Runs the loop until cond holds or timeout_ms passes. Returns 0 when cond holds, -1 on
  * timeout, -2 when the loop failed. cond is checked first, so a satisfied condition never
- * waits. */
+ * waits; with timeout_ms <= 0 the loop still runs once without blocking. */
 static int sync_run_until(wsc_sync *s, int timeout_ms, sync_cond cond)
 {
     int64_t deadline = clock_mono_ms() + timeout_ms;
-    for (;;) {
+    for (bool ran = false;; ran = true) {
         if (cond(s))
             return 0;
         int64_t left = deadline - clock_mono_ms();
-        if (left <= 0)
+        if (left <= 0 && ran)
             return -1;
-        if (wsc_loop_run(s->loop, (int)left) < 0)
+        if (wsc_loop_run(s->loop, left > 0 ? (int)left : 0) < 0)
             return -2;
     }
 }

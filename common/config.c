@@ -40,12 +40,12 @@ static const config_option config_options[] = {
      "Clock leeway for exp and nbf, seconds"},
     {"redis", "RELAY_REDIS_URL", OPT_STR, OFF(redis_url), 0, 0, NULL,
      "redis://[user:password@]host:port[/db]; unset runs a standalone node"},
-    {"redis-prefix", "RELAY_REDIS_PREFIX", OPT_STR, OFF(redis_prefix), 0, 0, "relay:",
-     "Prefix of every Redis key and channel"},
+    {"redis-prefix", "RELAY_REDIS_PREFIX", OPT_STR, OFF(redis_prefix), 0, 0,
+     "relay:", "Prefix of every Redis key and channel"},
     {"max-message-size", "RELAY_MAX_MESSAGE_SIZE", OPT_INT, OFF(max_message_size), 1024,
      64 * 1024 * 1024, "1048576", "Largest client message, bytes (over it: close 1009)"},
-    {"max-cursor-size", "RELAY_MAX_CURSOR_SIZE", OPT_INT, OFF(max_cursor_size), 16, 1048576,
-     "4096", "Largest cursor value, encoded bytes"},
+    {"max-cursor-size", "RELAY_MAX_CURSOR_SIZE", OPT_INT, OFF(max_cursor_size), 16, 1048576, "4096",
+     "Largest cursor value, encoded bytes"},
     {"max-ref-size", "RELAY_MAX_REF_SIZE", OPT_INT, OFF(max_ref_size), 8, 65536, "256",
      "Largest ref value, encoded bytes"},
     {"rate-limit", "RELAY_RATE_LIMIT", OPT_INT, OFF(rate_limit), 1, 10000000, "2000",
@@ -54,8 +54,8 @@ static const config_option config_options[] = {
      "Burst allowance per connection, messages"},
     {"max-connections", "RELAY_MAX_CONNECTIONS", OPT_INT, OFF(max_connections), 0, 10000000, "0",
      "Connection limit per node, 0 = bounded by open files"},
-    {"history-length", "RELAY_HISTORY_LENGTH", OPT_INT, OFF(history_length), 1, 10000000,
-     "10000", "Operations kept per document for sync_request"},
+    {"history-length", "RELAY_HISTORY_LENGTH", OPT_INT, OFF(history_length), 1, 10000000, "10000",
+     "Operations kept per document for sync_request"},
     {"history-ttl", "RELAY_HISTORY_TTL", OPT_INT, OFF(history_ttl), 1, 31536000, "86400",
      "Idle seconds after which a document's history expires (new epoch)"},
     {"sync-limit", "RELAY_SYNC_LIMIT", OPT_INT, OFF(sync_limit), 1, 100000, "1000",
@@ -223,8 +223,9 @@ static int config_validate(relay_config *cfg, char *err, size_t errlen)
         return -1;
     }
     if (cfg->redis_url && !strncmp(cfg->redis_url, "rediss://", 9)) {
-        snprintf(err, errlen, "rediss:// is not supported (hiredis 0.14 has no TLS); use "
-                              "redis:// on a trusted network");
+        snprintf(err, errlen,
+                 "rediss:// is not supported (hiredis 0.14 has no TLS); use "
+                 "redis:// on a trusted network");
         return -1;
     }
     if (!config_empty(cfg->redis_url) && strncmp(cfg->redis_url, "redis://", 8) != 0) {
@@ -290,8 +291,9 @@ void config_free(relay_config *cfg)
 
 void config_print_help(FILE *out, const char *prog)
 {
-    fprintf(out, "Usage: %s [options]\n\nrelay-node: WebSocket relay for collaborative documents."
-                 "\nEvery option can also be set by its environment variable; flags win.\n\n",
+    fprintf(out,
+            "Usage: %s [options]\n\nrelay-node: WebSocket relay for collaborative documents."
+            "\nEvery option can also be set by its environment variable; flags win.\n\n",
             prog);
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const config_option *o = &config_options[i];

@@ -20,7 +20,7 @@ struct hmap {
 uint64_t hmap_hash(const void *key, size_t klen)
 {
     const unsigned char *p = key;
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 14695981039346656037ULL;
     for (size_t i = 0; i < klen; i++) {
         h ^= p[i];
         h *= 1099511628211ULL;

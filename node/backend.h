@@ -20,6 +20,9 @@
 #include "relay/codec.h"
 #include "relay/msgbuf.h"
 #include "relay/token.h"
+#include "stats.h"
+
+struct lws_context;
 
 typedef enum { CHAN_DOCUMENT = 0, CHAN_PRESENCE = 1 } chan_kind;
 
@@ -46,9 +49,9 @@ typedef struct backend_session {
 /* Results, delivered on the WebSocket thread. msgbufs passed in are owned by the callee. */
 typedef struct backend_events {
     void *ctx;
-    /* join_document succeeded: the snapshot the joiner gets. */
-    void (*joined)(void *ctx, uint64_t conn_id, const char *document_id, const char *epoch,
-                   uint64_t seq, const codec_user *users, size_t n_users);
+    /* join_document succeeded: reply is the encoded joined_document snapshot, seq its
+     * document seq (broadcasts up to it are already in the snapshot). */
+    void (*joined)(void *ctx, uint64_t conn_id, uint64_t seq, msgbuf *reply);
     /* A direct reply (ack, sync_response, error) for one connection. */
     void (*reply)(void *ctx, uint64_t conn_id, msgbuf *m);
     /* A broadcast for every local subscriber of a document's channel. */
@@ -59,6 +62,10 @@ typedef struct backend_events {
     void (*taken_over)(void *ctx, uint64_t conn_id);
     /* A document's history was lost: tell its joined clients to reload. */
     void (*reset)(void *ctx, const char *document_id, const char *epoch, uint64_t seq);
+    /* Operations of a document could not be recovered: its local subscribers missed them. */
+    void (*lagged)(void *ctx, const char *document_id, uint64_t missed);
+    /* A new cluster-wide stats document (JSON text, owned by the callee). */
+    void (*cluster_stats)(void *ctx, char *json);
 } backend_events;
 
 typedef struct backend backend;
@@ -91,8 +98,17 @@ typedef struct backend_vtable {
      * receiving its broadcasts from elsewhere (Redis SUBSCRIBE). */
     void (*subscribe)(backend *b, const char *document_id);
     void (*unsubscribe)(backend *b, const char *document_id);
-    /* Periodic housekeeping (about once a second): expiry of idle state. */
-    void (*tick)(backend *b);
+    /* Periodic housekeeping (about once a second): expiry of idle state; st is the node's
+     * current stats for the cluster view. */
+    void (*tick)(backend *b, const relay_stats *st);
+    /* Delivers results that arrived from another thread (called when the lws loop is woken). */
+    void (*poll)(backend *b);
+    /* Starts background work once the lws context exists (the Redis thread). 0 or -1. */
+    int (*start)(backend *b, struct lws_context *ctx);
+    /* Stops waking the lws context (call before destroying it). */
+    void (*detach)(backend *b);
+    /* Leaves the cluster cleanly (presence, stats) and stops background work. */
+    void (*stop)(backend *b);
 } backend_vtable;
 
 struct backend {
@@ -110,6 +126,19 @@ typedef struct backend_limits {
 
 /* The in-process backend of a standalone node. Returns NULL when out of memory. */
 backend *backend_memory_create(const backend_events *ev, const backend_limits *lim);
+
+/* Where a cluster node finds Redis and names itself. */
+typedef struct backend_redis_config {
+    const char *url;    /* redis://[user:password@]host:port[/db] */
+    const char *prefix; /* key and channel prefix, e.g. "relay:" */
+    const char *node_id;
+    int node_ttl_s;
+} backend_redis_config;
+
+/* The Redis backend of a cluster node (bridge*.c). Parses the URL; connects once started.
+ * Returns NULL with the reason in err. */
+backend *backend_redis_create(const backend_events *ev, const backend_limits *lim,
+                              const backend_redis_config *rc, char *err, size_t errlen);
 
 static inline void backend_destroy(backend *b)
 {

@@ -157,8 +157,7 @@ static bool mem_ready(backend *b)
 
 static codec_user mem_member_user(const mem_member *m)
 {
-    codec_user u = {m->session_id, m->user_id, m->user_name, m->color,
-                    {m->cursor, m->cursor_len}};
+    codec_user u = {m->session_id, m->user_id, m->user_name, m->color, {m->cursor, m->cursor_len}};
     return u;
 }
 
@@ -234,9 +233,12 @@ static void mem_join(backend *b, const backend_member *m, bool announce)
         return;
     }
     hmap_each(d->presence, mem_collect_cb, &acc);
-    bm->base.ev.joined(bm->base.ev.ctx, m->conn_id, d->document_id, d->epoch, d->seq, acc.users,
-                       acc.n);
+    msgbuf *reply = codec_encode_joined(d->document_id, d->epoch, d->seq, acc.users, acc.n);
     free(acc.users);
+    if (reply)
+        bm->base.ev.joined(bm->base.ev.ctx, m->conn_id, d->seq, reply);
+    else
+        mem_reply_error(bm, m->conn_id, "internal", "out of memory", (codec_blob){0});
 }
 
 static void mem_leave(backend *b, const backend_member *m)
@@ -463,7 +465,7 @@ static void mem_session_resume(backend *b, uint64_t conn_id, const char *session
     snprintf(r->resume_token, sizeof r->resume_token, "%s", new_resume_token);
     if (previous && previous != conn_id)
         ev->taken_over(ev->ctx, previous);
-    backend_session s = {r->session_id, r->user_id,       r->user_name,
+    backend_session s = {r->session_id, r->user_id,      r->user_name,
                          r->color,      r->resume_token, &r->claims};
     ev->resumed(ev->ctx, conn_id, &s, NULL);
 }
@@ -507,8 +509,9 @@ static int mem_sweep_doc_cb(const void *k, size_t kl, void *v, void *ud)
 }
 
 /* Frees resumable sessions past their TTL and idle documents nobody is in. */
-static void mem_tick(backend *b)
+static void mem_tick(backend *b, const relay_stats *st)
 {
+    (void)st;
     backend_memory *bm = mem_of(b);
     mem_sweep sw = {bm, clock_mono_ms(), NULL, 0, 0};
     hmap_each(bm->sessions, mem_sweep_session_cb, &sw);
@@ -553,10 +556,21 @@ static void mem_destroy(backend *b)
     free(bm);
 }
 
-/* A standalone node has no other source of broadcasts. */
+/* A standalone node has no other source of broadcasts, no thread and no cluster. */
 static void mem_subscription(backend *b, const char *document_id)
 {
     (void)b, (void)document_id;
+}
+
+static void mem_nothing(backend *b)
+{
+    (void)b;
+}
+
+static int mem_start(backend *b, struct lws_context *ctx)
+{
+    (void)b, (void)ctx;
+    return 0;
 }
 
 static const backend_vtable mem_vtable = {
@@ -573,6 +587,10 @@ static const backend_vtable mem_vtable = {
     .subscribe = mem_subscription,
     .unsubscribe = mem_subscription,
     .tick = mem_tick,
+    .poll = mem_nothing,
+    .start = mem_start,
+    .detach = mem_nothing,
+    .stop = mem_nothing,
 };
 
 backend *backend_memory_create(const backend_events *ev, const backend_limits *lim)

@@ -82,7 +82,8 @@ static void handlers_auth_ok(relay_node *n, session *s)
     handlers_arm_timer(n, s);
 }
 
-static void handlers_authenticate_token(relay_node *n, session *s, const char *token)
+static void handlers_authenticate_token(relay_node *n, session *s, const char *token,
+                                        codec_blob ref)
 {
     token_claims claims;
     char err[160];
@@ -92,7 +93,7 @@ static void handlers_authenticate_token(relay_node *n, session *s, const char *t
     }
     if (s->authenticated && strcmp(claims.user_id, s->user_id) != 0) {
         token_claims_free(&claims);
-        handlers_reject(n, s, "forbidden", "token is for another user", (codec_blob){0});
+        handlers_reject(n, s, "forbidden", "token is for another user", ref);
         return;
     }
     char sid[33];
@@ -114,7 +115,7 @@ static void handlers_authenticate_token(relay_node *n, session *s, const char *t
 static void handlers_authenticate(relay_node *n, session *s, const codec_request *req)
 {
     if (req->token) {
-        handlers_authenticate_token(n, s, req->token);
+        handlers_authenticate_token(n, s, req->token, req->ref);
         return;
     }
     if (s->authenticated) {
@@ -263,8 +264,7 @@ static bool handlers_check_decoded(relay_node *n, session *s, codec_status st,
         return false;
     }
     if (st != CODEC_OK) {
-        handlers_reject(n, s, st == CODEC_TOO_LARGE ? "too_large" : "bad_request", err,
-                        req->ref);
+        handlers_reject(n, s, st == CODEC_TOO_LARGE ? "too_large" : "bad_request", err, req->ref);
         return false;
     }
     if (s->request_pending) {
@@ -289,9 +289,9 @@ void handlers_dispatch(relay_node *n, session *s, const uint8_t *data, size_t le
     }
     codec_request req;
     char err[160] = "";
-    codec_status st = binary ? codec_decode_binary(data, len, &n->limits, &req, err, sizeof err)
-                             : codec_decode_text((const char *)data, len, &n->limits, &req, err,
-                                                 sizeof err);
+    codec_status st =
+        binary ? codec_decode_binary(data, len, &n->limits, &req, err, sizeof err)
+               : codec_decode_text((const char *)data, len, &n->limits, &req, err, sizeof err);
     if (rv == RATE_LIMITED)
         handlers_reject(n, s, "rate_limited", "too many messages, slow down", req.ref);
     else if (handlers_check_decoded(n, s, st, &req, err))
@@ -314,21 +314,19 @@ void handlers_on_close(relay_node *n, session *s)
 
 /* ---- Backend results ------------------------------------------------------------------- */
 
-static void handlers_ev_joined(void *ctx, uint64_t conn_id, const char *document_id,
-                               const char *epoch, uint64_t seq, const codec_user *users,
-                               size_t n_users)
+static void handlers_ev_joined(void *ctx, uint64_t conn_id, uint64_t seq, msgbuf *reply)
 {
     relay_node *n = ctx;
     session *s = node_session(n, conn_id);
-    if (!s || s->close_code)
+    if (!s || s->close_code) {
+        msgbuf_unref(reply);
         return;
+    }
     s->request_pending = false;
+    s->snapshot_seq = seq;
     if (!s->document_joined)
         session_set_state(s, SESSION_JOINED);
-    msgbuf *m = codec_encode_joined(document_id, epoch, seq, users, n_users);
-    if (m)
-        node_reply(n, s, m);
-    node_wake(n, s);
+    node_reply(n, s, reply);
 }
 
 static void handlers_ev_reply(void *ctx, uint64_t conn_id, msgbuf *m)
@@ -397,8 +395,7 @@ static void handlers_reset_one(channel_sub *sub, void *ud)
     node_reply(n, session_from_sub(sub), msgbuf_ref(m));
 }
 
-static void handlers_ev_reset(void *ctx, const char *document_id, const char *epoch,
-                              uint64_t seq)
+static void handlers_ev_reset(void *ctx, const char *document_id, const char *epoch, uint64_t seq)
 {
     relay_node *n = ctx;
     msgbuf *m = codec_encode_reset(document_id, epoch, seq);
@@ -407,6 +404,33 @@ static void handlers_ev_reset(void *ctx, const char *document_id, const char *ep
     void *ud[2] = {n, m};
     channel_each_sub(n->channels, document_id, handlers_reset_one, ud);
     msgbuf_unref(m);
+}
+
+static void handlers_lagged_one(channel_sub *sub, void *ud)
+{
+    relay_node *n = ((void **)ud)[0];
+    msgbuf *m = ((void **)ud)[1];
+    session *s = session_from_sub(sub);
+    if (session_can_receive_broadcast(s))
+        node_reply(n, s, msgbuf_ref(m));
+}
+
+static void handlers_ev_lagged(void *ctx, const char *document_id, uint64_t missed)
+{
+    relay_node *n = ctx;
+    msgbuf *m = codec_encode_lagged("document", missed);
+    if (!m)
+        return;
+    void *ud[2] = {n, m};
+    channel_each_sub(n->channels, document_id, handlers_lagged_one, ud);
+    msgbuf_unref(m);
+}
+
+static void handlers_ev_cluster_stats(void *ctx, char *json)
+{
+    relay_node *n = ctx;
+    free(n->cluster_stats);
+    n->cluster_stats = json;
 }
 
 backend_events handlers_backend_events(relay_node *n)
@@ -419,6 +443,8 @@ backend_events handlers_backend_events(relay_node *n)
         .resumed = handlers_ev_resumed,
         .taken_over = handlers_ev_taken_over,
         .reset = handlers_ev_reset,
+        .lagged = handlers_ev_lagged,
+        .cluster_stats = handlers_ev_cluster_stats,
     };
     return ev;
 }

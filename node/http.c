@@ -29,10 +29,9 @@ static int http_respond(struct lws *wsi, unsigned status, const char *ctype, con
     uint8_t buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf;
     if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end))
         return 1;
-    if (extra_name &&
-        lws_add_http_header_by_name(wsi, (const unsigned char *)extra_name,
-                                    (const unsigned char *)extra_value,
-                                    (int)strlen(extra_value), &p, end))
+    if (extra_name && lws_add_http_header_by_name(wsi, (const unsigned char *)extra_name,
+                                                  (const unsigned char *)extra_value,
+                                                  (int)strlen(extra_value), &p, end))
         return 1;
     if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                     (const unsigned char *)"no-store", 8, &p, end) ||
@@ -53,13 +52,41 @@ static int http_respond(struct lws *wsi, unsigned status, const char *ctype, con
 
 static int http_text(struct lws *wsi, unsigned status, const char *text)
 {
-    return http_respond(wsi, status, "text/plain; charset=utf-8", text, strlen(text), NULL,
-                        NULL);
+    return http_respond(wsi, status, "text/plain; charset=utf-8", text, strlen(text), NULL, NULL);
+}
+
+/* /stats?scope=cluster: the backend's latest cluster view; a standalone node is a cluster of
+ * one. */
+static int http_cluster_stats(relay_node *n, struct lws *wsi)
+{
+    if (n->cluster_stats)
+        return http_respond(wsi, 200, "application/json", n->cluster_stats,
+                            strlen(n->cluster_stats), NULL, NULL);
+    if (n->cfg->redis_url && *n->cfg->redis_url)
+        return http_text(wsi, 503, "cluster stats not available yet\n");
+    json_t *self = metrics_stats_json(n->cfg->node_id, &n->stats);
+    json_t *totals = self ? json_deep_copy(self) : NULL;
+    if (totals)
+        json_object_del(totals, "node_id");
+    json_t *doc = json_pack("{s:[O], s:o, s:I}", "nodes", self, "totals", totals, "peak_concurrent",
+                            (json_int_t)n->stats.peak);
+    json_decref(self);
+    char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (!body)
+        return http_text(wsi, 500, "out of memory\n");
+    int rc = http_respond(wsi, 200, "application/json", body, strlen(body), NULL, NULL);
+    free(body);
+    return rc;
 }
 
 static int http_stats(relay_node *n, struct lws *wsi)
 {
+    char scope[32];
     n->stats.documents = channel_registry_count(n->channels);
+    const char *sc = lws_get_urlarg_by_name(wsi, "scope=", scope, sizeof scope);
+    if (sc && !strcmp(sc, "cluster"))
+        return http_cluster_stats(n, wsi);
     json_t *j = metrics_stats_json(n->cfg->node_id, &n->stats);
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -76,8 +103,8 @@ static int http_metrics(relay_node *n, struct lws *wsi)
     char *body = metrics_prometheus(n->cfg->node_id, &n->stats, node_ready(n));
     if (!body)
         return http_text(wsi, 500, "out of memory\n");
-    int rc = http_respond(wsi, 200, "text/plain; version=0.0.4; charset=utf-8", body,
-                          strlen(body), NULL, NULL);
+    int rc = http_respond(wsi, 200, "text/plain; version=0.0.4; charset=utf-8", body, strlen(body),
+                          NULL, NULL);
     free(body);
     return rc;
 }
@@ -90,8 +117,7 @@ int http_handle(relay_node *n, struct lws *wsi, const char *uri)
     if (!strcmp(uri, "/healthz"))
         return http_text(wsi, 200, "ok\n");
     if (!strcmp(uri, "/readyz"))
-        return node_ready(n) ? http_text(wsi, 200, "ready\n")
-                             : http_text(wsi, 503, "not ready\n");
+        return node_ready(n) ? http_text(wsi, 200, "ready\n") : http_text(wsi, 503, "not ready\n");
     if (!strcmp(uri, "/stats"))
         return http_stats(n, wsi);
     if (!strcmp(uri, "/metrics"))
@@ -130,8 +156,8 @@ int http_confirm_upgrade(relay_node *n, struct lws *wsi)
         return lws_return_http_status(wsi, 414, "uri too long") ? -1 : 1;
     int st = http_document_path(uri, doc, sizeof doc);
     if (st)
-        return lws_return_http_status(wsi, (unsigned)st, st == 400 ? "bad document id"
-                                                                     : "not found")
+        return lws_return_http_status(wsi, (unsigned)st,
+                                      st == 400 ? "bad document id" : "not found")
                    ? -1
                    : 1;
     const char *allowed = n->cfg->allowed_origins;

@@ -29,8 +29,7 @@ static const metric_row metric_rows[] = {
     {"relay_connections_active", "gauge", "Open WebSocket connections", ST(active)},
     {"relay_connections_peak", "gauge", "Highest concurrent connections since start", ST(peak)},
     {"relay_connections_total", "counter", "Connections accepted since start", ST(total)},
-    {"relay_connections_authenticated", "gauge", "Authenticated connections",
-     ST(authenticated)},
+    {"relay_connections_authenticated", "gauge", "Authenticated connections", ST(authenticated)},
     {"relay_connections_joined", "gauge", "Connections joined to their document", ST(joined)},
     {"relay_messages_in_total", "counter", "Messages received from clients", ST(msgs_in)},
     {"relay_messages_out_total", "counter", "Messages sent to clients", ST(msgs_out)},
@@ -53,11 +52,12 @@ char *metrics_prometheus(const char *node_id, const relay_stats *st, int ready)
     for (size_t i = 0; i < sizeof metric_rows / sizeof metric_rows[0]; i++) {
         const metric_row *r = &metric_rows[i];
         uint64_t v = *(const uint64_t *)((const char *)st + r->offset);
-        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s{node=\"%s\"} %llu\n", r->name, r->help,
-                r->name, r->type, r->name, node_id, (unsigned long long)v);
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s{node=\"%s\"} %llu\n", r->name, r->help, r->name,
+                r->type, r->name, node_id, (unsigned long long)v);
     }
-    fprintf(f, "# HELP relay_ready Whether the node accepts traffic\n# TYPE relay_ready gauge\n"
-               "relay_ready{node=\"%s\"} %d\n",
+    fprintf(f,
+            "# HELP relay_ready Whether the node accepts traffic\n# TYPE relay_ready gauge\n"
+            "relay_ready{node=\"%s\"} %d\n",
             node_id, ready);
     if (fclose(f) != 0) {
         free(out);

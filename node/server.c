@@ -112,8 +112,8 @@ static void node_on_signal(relay_node *n, int64_t now)
 {
     n->signal_pending = 0;
     if (n->phase == NODE_RUNNING) {
-        log_info("stop requested: readiness off, draining in %d s over %d s",
-                 n->cfg->drain_delay, n->cfg->drain_time);
+        log_info("stop requested: readiness off, draining in %d s over %d s", n->cfg->drain_delay,
+                 n->cfg->drain_time);
         n->phase = NODE_DRAIN_WAIT;
         n->phase_deadline_ms = now + (int64_t)n->cfg->drain_delay * 1000;
     } else {
@@ -129,7 +129,8 @@ static void node_tick(lws_sorted_usec_list_t *sul)
     int64_t now = clock_mono_ms();
     if (now - n->last_backend_tick_ms >= 1000) {
         n->last_backend_tick_ms = now;
-        n->backend->vt->tick(n->backend);
+        n->stats.documents = channel_registry_count(n->channels);
+        n->backend->vt->tick(n->backend, &n->stats);
     }
     if (n->phase == NODE_DRAIN_WAIT && now >= n->phase_deadline_ms) {
         n->phase = NODE_DRAINING;
@@ -156,13 +157,23 @@ static int node_make_parts(relay_node *n, char *err, size_t errlen)
     n->limits = codec_default_limits;
     n->limits.max_cursor = (size_t)cfg->max_cursor_size;
     n->limits.max_ref = (size_t)cfg->max_ref_size;
+    n->limits.max_token = 65536;
     n->conns = hmap_create();
     n->channels = channel_registry_create(1024, 256, node_wake_sub, n);
     backend_events ev = handlers_backend_events(n);
-    backend_limits bl = {(size_t)cfg->history_length, cfg->history_ttl,
-                         (uint32_t)cfg->sync_limit, cfg->resume_ttl, cfg->dedup_window};
+    backend_limits bl = {(size_t)cfg->history_length, cfg->history_ttl, (uint32_t)cfg->sync_limit,
+                         cfg->resume_ttl, cfg->dedup_window};
+    if (!n->conns || !n->channels) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (cfg->redis_url && *cfg->redis_url) {
+        backend_redis_config rc = {cfg->redis_url, cfg->redis_prefix, cfg->node_id, cfg->node_ttl};
+        n->backend = backend_redis_create(&ev, &bl, &rc, err, errlen);
+        return n->backend ? 0 : -1;
+    }
     n->backend = backend_memory_create(&ev, &bl);
-    if (!n->conns || !n->channels || !n->backend) {
+    if (!n->backend) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -200,9 +211,14 @@ relay_node *node_create(const relay_config *cfg, char *err, size_t errlen)
         node_destroy(n);
         return NULL;
     }
+    if (n->backend->vt->start(n->backend, n->ctx) < 0) {
+        snprintf(err, errlen, "cannot start the Redis thread");
+        node_destroy(n);
+        return NULL;
+    }
     lws_sul_schedule(n->ctx, 0, &n->tick_sul, node_tick, NODE_TICK_US);
-    log_info("relay-node %s listening on %s:%d (standalone)", cfg->node_id, cfg->bind,
-             cfg->port);
+    log_info("relay-node %s listening on %s:%d (%s)", cfg->node_id, cfg->bind, cfg->port,
+             cfg->redis_url && *cfg->redis_url ? "cluster" : "standalone");
     return n;
 }
 
@@ -222,13 +238,18 @@ void node_destroy(relay_node *n)
 {
     if (!n)
         return;
+    if (n->backend)
+        n->backend->vt->detach(n->backend);
     if (n->ctx) {
         lws_sul_schedule(n->ctx, 0, &n->tick_sul, NULL, LWS_SET_TIMER_USEC_CANCEL);
         lws_context_destroy(n->ctx); /* closes every connection: sessions freed in CLOSED */
     }
+    if (n->backend)
+        n->backend->vt->stop(n->backend); /* after the last leave: then leave the cluster */
     backend_destroy(n->backend);
     channel_registry_destroy(n->channels);
     hmap_destroy(n->conns);
     token_verifier_destroy(n->tokens);
+    free(n->cluster_stats);
     free(n);
 }

@@ -7,8 +7,7 @@
 #include "relay/hmap.h"
 #include "relay/log.h"
 
-static const char *const session_state_names[] = {"pending", "authenticated", "joined",
-                                                  "closed"};
+static const char *const session_state_names[] = {"pending", "authenticated", "joined", "closed"};
 
 const char *session_state_name(session_state st)
 {
@@ -125,7 +124,7 @@ int session_set_identity(session *s, const char *session_id, const char *user_id
     s->user_name = uname;
     s->claims = copy;
     snprintf(s->session_id, sizeof s->session_id, "%s", session_id);
-    if (!s->color_from_query)
+    if (!s->color_from_query && color != s->color)
         snprintf(s->color, sizeof s->color, "%s", color ? color : session_default_color(uid));
     return 0;
 }

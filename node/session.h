@@ -20,9 +20,9 @@
 #include "relay/token.h"
 #include "stats.h"
 
-#define SESSION_DIRECT_CAP 32     /* direct replies queued per connection (the seed's mpsc) */
-#define SESSION_DIRECT_PAUSE 24   /* stop reading the client at this many queued replies */
-#define SESSION_DIRECT_RESUME 8   /* read again once the queue is down to this */
+#define SESSION_DIRECT_CAP    32 /* direct replies queued per connection (the seed's mpsc) */
+#define SESSION_DIRECT_PAUSE  24 /* stop reading the client at this many queued replies */
+#define SESSION_DIRECT_RESUME 8  /* read again once the queue is down to this */
 
 typedef enum {
     SESSION_PENDING = 0,   /* registered at upgrade, not authenticated */
@@ -58,7 +58,8 @@ typedef struct session {
     unsigned dq_head, dq_len;
     bool rx_paused;
 
-    channel_sub sub; /* document + presence read positions */
+    channel_sub sub;       /* document + presence read positions */
+    uint64_t snapshot_seq; /* seq of the joined_document snapshot: older operations skipped */
     bool write_requested;
 
     /* Reassembly of a fragmented message. */

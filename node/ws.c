@@ -42,7 +42,8 @@ static int ws_write_broadcast(relay_node *n, session *s)
                 return rc < 0 ? -1 : 1;
             }
             s->sub.pos[k]++;
-            if (!session_can_receive_broadcast(s) || m->origin == s->conn_id)
+            if (!session_can_receive_broadcast(s) || m->origin == s->conn_id ||
+                (m->seq && m->seq <= s->snapshot_seq))
                 continue;
             return ws_write(n, s, m) < 0 ? -1 : 1;
         }
@@ -53,8 +54,8 @@ static int ws_write_broadcast(relay_node *n, session *s)
 static bool ws_more_pending(session *s)
 {
     return s->dq_len || s->close_code ||
-           (!s->request_pending && (channel_peek(&s->sub, CHAN_DOCUMENT) ||
-                                    channel_peek(&s->sub, CHAN_PRESENCE)));
+           (!s->request_pending &&
+            (channel_peek(&s->sub, CHAN_DOCUMENT) || channel_peek(&s->sub, CHAN_PRESENCE)));
 }
 
 /* Exactly one lws_write per WRITEABLE: direct replies first (they bypass the gate), then the
@@ -118,7 +119,7 @@ static int ws_on_established(relay_node *n, struct lws *wsi, ws_pss *pss)
     if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) < 0 ||
         http_document_path(uri, doc, sizeof doc) != 0)
         return -1;
-    const char *c = lws_get_urlarg_by_name(wsi, "color", color, sizeof color);
+    const char *c = lws_get_urlarg_by_name(wsi, "color=", color, sizeof color);
     if (c && (strlen(c) == 0 || strlen(c) > 32))
         c = NULL;
     session *s = session_create(++n->next_conn_id, wsi, doc, c, &n->stats);
@@ -147,8 +148,7 @@ static void ws_on_closed(relay_node *n, ws_pss *pss)
     session_destroy(s);
 }
 
-int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                size_t len)
+int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
     struct lws_context *ctx = lws_get_context(wsi);
     relay_node *n = ctx ? lws_context_user(ctx) : NULL;
@@ -172,6 +172,9 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
         return 0;
     case LWS_CALLBACK_CLOSED:
         ws_on_closed(n, pss);
+        return 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        n->backend->vt->poll(n->backend);
         return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);

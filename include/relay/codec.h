@@ -126,15 +126,15 @@ msgbuf *codec_encode_ack(codec_blob ref, uint64_t seq);
 msgbuf *codec_encode_error(const char *code, const char *message, codec_blob ref);
 msgbuf *codec_encode_pong(codec_blob ref);
 msgbuf *codec_encode_sync_response(const char *document_id, const char *epoch, uint64_t since,
-                                   uint64_t seq, const codec_op *ops, size_t n_ops,
-                                   bool complete, bool has_more, codec_blob ref);
+                                   uint64_t seq, const codec_op *ops, size_t n_ops, bool complete,
+                                   bool has_more, codec_blob ref);
 msgbuf *codec_encode_lagged(const char *channel, uint64_t missed);
 msgbuf *codec_encode_reset(const char *document_id, const char *epoch, uint64_t seq);
 
 /* Broadcasts: msgpack maps in a MSGBUF_BINARY buffer, each with a "type" key. */
 msgbuf *codec_encode_bc_operation(const char *document_id, const codec_op *op);
-msgbuf *codec_encode_bc_cursor(const char *document_id, const char *session_id,
-                               const char *user_id, codec_blob cursor);
+msgbuf *codec_encode_bc_cursor(const char *document_id, const char *session_id, const char *user_id,
+                               codec_blob cursor);
 /* type is "user_joined" or "user_left"; the map carries document_id, session_id, user_id,
  * user_name and color. */
 msgbuf *codec_encode_bc_user(const char *type, const char *document_id, const codec_user *user);

@@ -213,9 +213,10 @@ int wsc_sync_queue(wsc_sync *s, wsc_kind kind, const void *data, size_t len);
  * ones). Returns 0, or -1 on a local failure. */
 int wsc_sync_pump(wsc_sync *s, int timeout_ms);
 
-/* Takes the next received message, waiting up to timeout_ms. Returns WSC_SYNC_OK with *out
- * filled (caller clears it), WSC_SYNC_TIMEOUT, WSC_SYNC_CLOSED or WSC_SYNC_ERROR. Messages that
- * arrived before a close stay readable after it. */
+/* Takes the next received message, waiting up to timeout_ms (0: what has arrived already or
+ * arrives during one non-blocking service pass). Returns WSC_SYNC_OK with *out filled (caller
+ * clears it), WSC_SYNC_TIMEOUT, WSC_SYNC_CLOSED or WSC_SYNC_ERROR. Messages that arrived before
+ * a close stay readable after it. */
 wsc_sync_status wsc_sync_recv(wsc_sync *s, int timeout_ms, wsc_msg *out);
 
 /* Takes the next message and checks it: frame kind (WSC_ANY for either) and "type" field.

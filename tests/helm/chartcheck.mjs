@@ -11,6 +11,8 @@
 //                                                        over the render, must be true
 //   node chartcheck.mjs defaults    RENDERED.yaml BIN    the ConfigMap sets every relay-node option
 //                                                        that has a default, to that default
+//   node chartcheck.mjs docs        CHART_DIR            every value has an @param line and a row
+//                                                        in the chart README
 //
 // Each prints what it found and exits 0 when everything holds, 1 otherwise. It runs from the
 // tool cache (the test copies it there) so that its imports resolve against the cached packages.
@@ -390,12 +392,47 @@ function defaults(objs, binary) {
   if (rows < 10) fail(`--help-markdown listed only ${rows} options`);
 }
 
+// ---- docs -------------------------------------------------------------------------------------
+
+// values.yaml is documented line by line: every value has a `## @param path description` (itself
+// or, for free-form maps and lists, an ancestor), every @param names a real value, and the
+// chart README's table lists every @param.
+function docs(chartDir) {
+  const text = readFileSync(join(chartDir, "values.yaml"), "utf8");
+  const values = parseAllDocuments(text)[0].toJS();
+  const params = new Map();
+  for (const m of text.matchAll(/^\s*## @param (\S+)(.*)$/gm)) {
+    if (!m[2].trim()) fail(`@param ${m[1]} has no description`);
+    params.set(m[1], m[2].trim());
+  }
+  for (const p of params.keys()) {
+    const parts = p.split(".");
+    const parent = parts.slice(0, -1).reduce((o, k) => o?.[k], values);
+    if (!parent || typeof parent !== "object" || !(parts.at(-1) in parent))
+      fail(`@param ${p} names no value in values.yaml`);
+  }
+  const walk = (obj, prefix) => {
+    for (const [k, v] of Object.entries(obj)) {
+      const path = prefix ? `${prefix}.${k}` : k;
+      if (params.has(path)) continue;
+      if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length) walk(v, path);
+      else fail(`${path} in values.yaml has no ## @param line`);
+    }
+  };
+  walk(values, "");
+  const readme = readFileSync(join(chartDir, "README.md"), "utf8");
+  for (const p of params.keys())
+    if (!readme.includes(`| \`${p}\` |`)) fail(`README.md's values table lacks ${p}`);
+  console.log(`  ${params.size} values documented in values.yaml and README.md`);
+}
+
 // ---- main -------------------------------------------------------------------------------------
 
 try {
-  const objs = loadObjects(file);
-  if (!objs.length) fail("nothing rendered");
-  if (mode === "validate") await validate(objs);
+  const objs = mode === "docs" ? [] : loadObjects(file);
+  if (mode === "docs") docs(file);
+  else if (!objs.length) fail("nothing rendered");
+  else if (mode === "validate") await validate(objs);
   else if (mode === "policy") {
     checkSecurity(objs);
     checkRelayPod(objs);

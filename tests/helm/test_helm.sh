@@ -117,11 +117,20 @@ if ! install_tools; then
 fi
 echo "helm: $HELM ($("$HELM" version --short)), node $(node --version), relay-node: ${BIN:-missing}"
 chartcheck() { node "$TOOLS/chartcheck.mjs" "$@"; }
+notes_ok() { # [helm args...]: NOTES.txt renders and names the connection and the stats commands
+    local notes
+    notes=$("$HELM" install relay "$CHART" --namespace relay --dry-run=client "$@" 2>&1 | sed -n '/^NOTES:/,$p')
+    printf '%s\n' "$notes"
+    grep -q 'ws' <<<"$notes" && grep -q 'stats?scope=cluster' <<<"$notes" &&
+        grep -q 'relayctl stats' <<<"$notes" && grep -q 'redis-cli' <<<"$notes"
+}
 render() { # OUT [helm args...]: helm template of the chart as release "relay" into OUT
     local out=$1
     shift
     "$HELM" template relay "$CHART" --namespace relay "$@" >"$out"
 }
+
+check "values.yaml documents every value (## @param) and README.md's table lists them" chartcheck docs "$CHART"
 
 # ---- good values ------------------------------------------------------------------------------
 
@@ -142,6 +151,7 @@ for scenario in "${scenarios[@]}"; do
     check "helm lint --strict [$name]" "$HELM" lint --strict "$CHART" "${vals[@]}"
     check "helm template [$name]" render "$out" "${vals[@]}" || continue
     check "objects match the Kubernetes schemas [$name]" chartcheck validate "$out"
+    check "NOTES.txt tells how to connect and read cluster stats [$name]" notes_ok "${vals[@]}"
     check "chart rules hold [$name]" chartcheck policy "$out"
     if [[ -x $BIN ]]; then
         check "relay-node --check-config accepts the rendered env and args [$name]" \
@@ -168,6 +178,8 @@ done
 
 # ---- bad values -------------------------------------------------------------------------------
 # Each file's "# expect: REGEX" line names the error both helm lint and helm template must give.
+# A "# lint: logs-only" line marks a rule only a template's fail() can check: helm lint (v4) logs
+# such messages without failing, so there lint must only show the message.
 for f in "$HERE"/bad-values/*.yaml; do
     [[ -f $f ]] || continue
     rel=${f#"$SRC"/}
@@ -175,6 +187,16 @@ for f in "$HERE"/bad-values/*.yaml; do
     [[ -n $want ]] || { fail "$rel has no '# expect:' line"; continue; }
     for cmd in lint template; do
         if [[ $cmd == lint ]]; then args=(lint --strict "$CHART" -f "$f"); else args=(template relay "$CHART" -f "$f"); fi
+        if [[ $cmd == lint ]] && grep -q '^# lint: logs-only' "$f"; then
+            msg=$("$HELM" "${args[@]}" 2>&1)
+            if grep -Eq -- "$want" <<<"$msg"; then
+                pass "helm lint reports /$want/ for $rel"
+            else
+                printf '%s\n' "$msg" | sed 's/^/    /' | tail -n 20
+                fail "helm lint reports /$want/ for $rel"
+            fi
+            continue
+        fi
         if msg=$("$HELM" "${args[@]}" 2>&1); then
             fail "helm $cmd rejects $rel (it accepted it)"
         elif ! grep -Eq -- "$want" <<<"$msg"; then
@@ -191,6 +213,141 @@ if [[ -x $BIN ]]; then
     render "$WORK/defaults.yaml" 2>/dev/null
     check "chart defaults equal relay-node's (except the chart's deliberate ones)" \
         chartcheck defaults "$WORK/defaults.yaml" "$BIN"
+fi
+
+# ---- deploy/: Dockerfile, docker-compose.yml, haproxy.cfg, relay.env.example -------------------
+# Docker cannot run where the tests run, so the image and compose file are checked by reading
+# them; haproxy checks its configuration itself.
+DOCKERFILE=$SRC/deploy/Dockerfile
+join_lines() { sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$@"; } # undo backslash continuations
+# The final stage, one instruction per line.
+runtime_stage=$(join_lines "$DOCKERFILE" | awk '/^FROM /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}')
+# Package names of the apt-get install in a stage: the words after --no-install-recommends.
+stage_packages() {
+    join_lines | grep -o -- '--no-install-recommends[^&]*' |
+        sed 's/--no-install-recommends//' | tr -s ' \t' '\n' | grep -v '^$'
+}
+runtime_pkgs=$(stage_packages <<<"$runtime_stage")
+build_pkgs=$(stage_packages <"$DOCKERFILE" | grep -vxF -f <(printf '%s\n' $runtime_pkgs))
+dockerfile_rules() {
+    local ok=0
+    [[ $(grep -c '^FROM ' "$DOCKERFILE") -ge 2 ]] || { echo "not a multi-stage build"; ok=1; }
+    grep -q '^FROM debian:12\|^ARG DEBIAN_IMAGE=debian:12' "$DOCKERFILE" || { echo "not based on Debian 12"; ok=1; }
+    grep -Eq '^USER [1-9][0-9]*(:[1-9][0-9]*)?$' <<<"$runtime_stage" || { echo "final stage has no numeric non-root USER"; ok=1; }
+    grep -q '^HEALTHCHECK .*/healthz' <<<"$runtime_stage" || { echo "no HEALTHCHECK on /healthz"; ok=1; }
+    grep -q '^STOPSIGNAL SIGTERM' <<<"$runtime_stage" || { echo "no STOPSIGNAL SIGTERM"; ok=1; }
+    grep -q '^EXPOSE 8080' <<<"$runtime_stage" || { echo "does not EXPOSE 8080"; ok=1; }
+    grep -q '^ENTRYPOINT \["relay-node"\]' <<<"$runtime_stage" || { echo "ENTRYPOINT is not relay-node"; ok=1; }
+    grep -q '^COPY --from=build ' <<<"$runtime_stage" || { echo "final stage copies nothing from the build stage"; ok=1; }
+    if grep -Eq -- '-dev\b|build-essential|cmake|\bcheck\b' <<<"$runtime_pkgs"; then
+        echo "final stage installs build packages: $runtime_pkgs"
+        ok=1
+    fi
+    for target in relay-node relayctl; do
+        grep -q -- "--target.*\b$target\b" "$DOCKERFILE" || { echo "does not build $target"; ok=1; }
+    done
+    [[ -f $SRC/tools/relayctl.c ]] || { echo "tools/relayctl.c does not exist (the image builds relayctl)"; ok=1; }
+    return $ok
+}
+check "deploy/Dockerfile: multi-stage, non-root, HEALTHCHECK, SIGTERM, runtime libraries only" dockerfile_rules
+
+if command -v apt-cache >/dev/null; then
+    apt_packages_exist() {
+        local p ok=0
+        for p in "$@"; do
+            apt-cache show "$p" >/dev/null 2>&1 || { echo "no Debian package $p"; ok=1; }
+        done
+        return $ok
+    }
+    # shellcheck disable=SC2086 # word lists on purpose
+    check "deploy/Dockerfile: every package it installs exists in Debian ($(echo $runtime_pkgs $build_pkgs | wc -w))" \
+        apt_packages_exist $runtime_pkgs $build_pkgs
+    # Every shared library the programs load must come with the runtime packages (or their
+    # dependencies); sanitizer runtimes of a test build do not count.
+    runtime_libs_cover() {
+        local closure owners lib pkg ok=0 prog
+        # shellcheck disable=SC2086
+        closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+            --no-replaces --no-enhances $runtime_pkgs 2>/dev/null | grep -v '^ ' | sed 's/:.*//' | sort -u)
+        for prog in "$BIN" "${RELAY_BUILD_DIR:-$(dirname "$BIN")}/relayctl"; do
+            [[ -x $prog ]] || continue
+            for lib in $(ldd "$prog" | awk '$3 ~ /^\// {print $3}'); do
+                pkg=$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null | head -n 1 | cut -d: -f1)
+                [[ -z $pkg || $pkg =~ ^lib(asan|ubsan|lsan|tsan)[0-9]*$ || $pkg == libc6 || $pkg == libgcc-s1 ]] && continue
+                grep -qxF "$pkg" <<<"$closure" || { echo "$(basename "$prog") loads $lib from $pkg, which the image does not install"; ok=1; }
+            done
+            echo "$(basename "$prog"): libraries covered"
+        done
+        return $ok
+    }
+    if [[ -x $BIN ]] && command -v dpkg >/dev/null; then
+        check "deploy/Dockerfile: runtime packages provide every library relay-node and relayctl load" runtime_libs_cover
+    fi
+fi
+
+if need_debian_package haproxy haproxy; then
+    check "deploy/haproxy.cfg is valid for the local cluster (127.0.0.1:8081-8083)" \
+        env -u RELAY_NODE1_ADDR haproxy -c -q -f "$SRC/deploy/haproxy.cfg"
+    check "deploy/haproxy.cfg is valid for two nodes on other ports" \
+        env RELAY_LB_BIND=127.0.0.1:19000 RELAY_NODE1_ADDR=127.0.0.1:19001 RELAY_NODE2_ADDR=127.0.0.1:19002 \
+        haproxy -c -q -f "$SRC/deploy/haproxy.cfg"
+    check "deploy/haproxy.cfg is valid with docker-compose.yml's environment" \
+        env RELAY_LB_BIND=:8080 RELAY_NODE1_ADDR=node1:8080 RELAY_NODE2_ADDR=node2:8080 \
+        RELAY_NODE3_ADDR=node3:8080 RELAY_DNS_RESOLVER=127.0.0.11:53 RELAY_LB_STATS_BIND=:8404 \
+        haproxy -c -q -f "$SRC/deploy/haproxy.cfg"
+    haproxy_rules() {
+        local cfg=$SRC/deploy/haproxy.cfg ok=0
+        grep -Eq '^\s*timeout tunnel\s+[0-9]+h' "$cfg" || { echo "no timeout tunnel in hours"; ok=1; }
+        grep -Eq '^\s*timeout client-fin' "$cfg" && grep -Eq '^\s*timeout server-fin' "$cfg" || { echo "no client-fin/server-fin"; ok=1; }
+        grep -Eq 'uri /readyz' "$cfg" || { echo "health check does not ask /readyz"; ok=1; }
+        grep -Eq '^\s*balance (leastconn|roundrobin)' "$cfg" || { echo "no balance"; ok=1; }
+        ! grep -Eq 'on-marked-down shutdown-sessions' "$cfg" || { echo "kills sessions of a draining node"; ok=1; }
+        return $ok
+    }
+    check "deploy/haproxy.cfg: WebSocket timeouts, /readyz checks, draining nodes keep their sessions" haproxy_rules
+    # haproxy -c does not catch everything (e.g. a maxconn above the open-file limit), so start it
+    # for real in front of one relay-node on free loopback ports and upgrade a WebSocket through it.
+    haproxy_proxies() {
+        local ports lb nodeport hpid npid rc=1 deadline status
+        ports=$(node -e 'const n=require("net");const a=[];let k=2;for(let i=0;i<2;i++){const s=n.createServer();s.listen(0,"127.0.0.1",()=>{a.push(s.address().port);if(--k===0){console.log(a.join(" "));process.exit(0)}})}')
+        read -r lb nodeport <<<"$ports"
+        env -i RELAY_JWT_SECRET=haproxy-test-secret-0123456789abcdef0123 RELAY_BIND=127.0.0.1 \
+            RELAY_PORT="$nodeport" RELAY_NODE_ID=hp-test "$BIN" >"$WORK/hp-node.log" 2>&1 &
+        npid=$!
+        RELAY_LB_BIND=127.0.0.1:$lb RELAY_NODE1_ADDR=127.0.0.1:$nodeport \
+            haproxy -f "$SRC/deploy/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+        hpid=$!
+        deadline=$((SECONDS + 15))
+        while ((SECONDS < deadline)); do
+            kill -0 "$hpid" 2>/dev/null || { echo "haproxy exited:"; cat "$WORK/haproxy.log"; break; }
+            status=$(exec 3<>"/dev/tcp/127.0.0.1/$lb" 2>/dev/null &&
+                printf 'GET /ws/documents/hp-test HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n' >&3 &&
+                timeout 2 head -n 1 <&3)
+            if [[ $status == *" 101 "* ]]; then
+                echo "WebSocket upgrade through haproxy: $status"
+                rc=0
+                break
+            fi
+            sleep 0.2
+        done
+        ((rc == 0)) || echo "no WebSocket upgrade through haproxy (last: ${status:-nothing})"
+        kill "$hpid" "$npid" 2>/dev/null
+        wait "$hpid" "$npid" 2>/dev/null
+        return $rc
+    }
+    if [[ -x $BIN ]]; then
+        check "deploy/haproxy.cfg: haproxy starts and upgrades a WebSocket to a relay-node behind it" haproxy_proxies
+    fi
+else
+    fail "haproxy is not installed (apt-get install haproxy)"
+fi
+
+if [[ -x $BIN ]]; then
+    cp "$HERE/deploycheck.mjs" "$TOOLS/deploycheck.mjs"
+    check "deploy/docker-compose.yml: redis + 3 nodes + haproxy, each node's environment passes --check-config" \
+        node "$TOOLS/deploycheck.mjs" compose "$SRC" "$BIN"
+    check "deploy/relay.env.example passes relay-node --check-config" \
+        node "$TOOLS/deploycheck.mjs" envfile "$SRC" "$BIN"
 fi
 
 finish

@@ -1,0 +1,212 @@
+/**
+ * @file bridge.h
+ * The Redis bridge of a cluster node (private to bridge*.c and backend_redis.c).
+ *
+ * Threads: the WebSocket thread calls the backend vtable (backend_redis.c), which turns each
+ * request into a bcmd and pushes it onto `to_redis`, waking the Redis thread with
+ * event_active(). The Redis thread (bridge.c) runs a libevent loop with two hiredis async
+ * connections — `cmd` for commands and scripts, `sub` for SUBSCRIBE — and pushes results as
+ * bevts onto `to_lws`, waking the WebSocket thread with lws_cancel_service(). Nothing else is
+ * shared: every field below the "Redis thread only" line is touched by the Redis thread alone;
+ * `ready` is an atomic both read.
+ */
+#ifndef RELAY_BRIDGE_H
+#define RELAY_BRIDGE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <hiredis/async.h>
+
+#include "backend.h"
+#include "bridge_scripts.h"
+#include "bridge_wire.h"
+#include "relay/hmap.h"
+#include "relay/queue.h"
+
+#define BRIDGE_QUEUE_CAP          262144
+#define BRIDGE_PING_EVERY_MS      1000
+#define BRIDGE_PING_DEADLINE_MS   3000
+#define BRIDGE_CANARY_DEADLINE_MS 4000
+#define BRIDGE_UNSUB_LINGER_MS    1500
+#define BRIDGE_SUB_BATCH          128
+
+/* ---- WebSocket thread -> Redis thread ----------------------------------------------------- */
+
+typedef enum {
+    BC_JOIN,
+    BC_LEAVE,
+    BC_OP,
+    BC_CURSOR,
+    BC_SYNC,
+    BC_SUBSCRIBE,
+    BC_UNSUBSCRIBE,
+    BC_SESSION_SAVE,
+    BC_SESSION_RELEASE,
+    BC_SESSION_RESUME,
+    BC_STATS,
+    BC_STOP
+} bcmd_kind;
+
+/* One request. Strings and blobs point into `data`, owned with the command (one allocation). */
+typedef struct bcmd {
+    bcmd_kind kind;
+    uint64_t conn_id;
+    bool announce;
+    bool has_docs;
+    uint64_t since;
+    uint32_t limit;
+    int64_t exp;
+    relay_stats stats;
+    const char *doc, *sid, *user_id, *user_name, *color, *rt, *new_rt;
+    codec_blob ref, blob; /* blob: payload, cursor, or the docs claim as a msgpack array */
+    size_t used, cap;
+    char data[];
+} bcmd;
+
+/* ---- Redis thread -> WebSocket thread ----------------------------------------------------- */
+
+typedef enum {
+    BE_JOINED,
+    BE_REPLY,
+    BE_PUBLISH,
+    BE_RESUMED,
+    BE_TAKEN_OVER,
+    BE_RESET,
+    BE_LAGGED,
+    BE_CLUSTER_STATS
+} bevt_kind;
+
+typedef struct bevt {
+    bevt_kind kind;
+    uint64_t conn_id;
+    chan_kind chan;
+    uint64_t seq;    /* JOINED, RESET */
+    uint64_t missed; /* LAGGED */
+    msgbuf *m;       /* JOINED, REPLY, PUBLISH */
+    char *text;      /* CLUSTER_STATS json, RESUMED error */
+    char doc[129];
+    char epoch[33];
+    /* RESUMED */
+    char *sid, *user_id, *user_name, *color, *rt;
+    token_claims claims;
+} bevt;
+
+/* Per-document state on the Redis thread. */
+typedef struct bdoc {
+    char id[129];
+    int local;           /* local subscribers that asked for it (subscribe - unsubscribe) */
+    bool subscribed;     /* SUBSCRIBE sent and not UNSUBSCRIBE */
+    int64_t unsub_at_ms; /* when local reached 0: unsubscribe after the linger */
+    bool has_base;       /* epoch/last_seq known */
+    char epoch[33];
+    uint64_t last_seq; /* last operation delivered to the WebSocket thread */
+    bool repairing;    /* a history fetch is in flight */
+    wire_buf *pending; /* live document messages that arrived ahead of a gap */
+    size_t n_pending, cap_pending;
+} bdoc;
+
+/* A local presence entry, kept to re-register after Redis comes back. */
+typedef struct bmember {
+    char doc[129];
+    char sid[33];
+    uint64_t conn_id;
+    wire_buf value; /* [user_id, user_name, color] */
+} bmember;
+
+typedef enum { LINK_DOWN = 0, LINK_CONNECTING, LINK_UP } link_state;
+
+typedef struct bridge {
+    backend base; /* must be first: the WebSocket thread sees a backend */
+    backend_limits lim;
+    char *host, *user, *password, *prefix, *node_id;
+    int port, db, node_ttl;
+    pthread_mutex_t ctx_lock; /* guards lws_ctx: the WebSocket thread detaches it */
+    struct lws_context *lws_ctx;
+    queue *to_redis, *to_lws;
+    struct event_base *evbase;
+    struct event *wake_ev, *timer_ev;
+    pthread_t thread;
+    bool thread_started;
+    _Atomic bool ready;
+    _Atomic bool stopped;
+    /* WebSocket thread only */
+    bool stopping;
+    /* ---- Redis thread only ---- */
+    redisAsyncContext *cmd, *sub;
+    link_state state;
+    bool cmd_ok, sub_ok;
+    int64_t link_up_ms, next_connect_ms, backoff_ms;
+    int64_t ping_sent_ms, last_pong_ms, last_canary_ms, last_beat_ms;
+    bool ping_outstanding;
+    char sha[SCRIPT_COUNT][41];
+    hmap *docs;    /* doc id -> bdoc */
+    hmap *members; /* "doc\tsid" -> bmember */
+    relay_stats stats;
+    bcmd **deferred; /* leaves and releases that arrived while Redis was down */
+    size_t n_deferred, cap_deferred;
+    bool stop_requested;
+    int64_t stop_at_ms;
+    int stop_pending; /* replies still awaited before the loop may exit */
+} bridge;
+
+/* bridge.c */
+int bridge_thread_start(bridge *b);
+void bridge_thread_join(bridge *b);
+void bridge_wake(bridge *b);
+void bridge_exit_loop(bridge *b);
+int bridge_subscribe(bridge *b, const char **channels, size_t n, bool unsubscribe);
+int bridge_push_event(bridge *b, bevt *e);
+void bridge_reply_error(bridge *b, uint64_t conn_id, const char *code, const char *message,
+                        codec_blob ref);
+bool bridge_link_up(const bridge *b);
+void bridge_link_down(bridge *b, const char *why);
+int bridge_evalsha(bridge *b, redisCallbackFn *fn, void *privdata, bridge_script s, int nkeys,
+                   int nargs, const char **argv, const size_t *lens);
+void bridge_owner(const bridge *b, uint64_t conn_id, char *out, size_t outlen);
+void bridge_new_epoch(char out[17]);
+
+/* Keys and channels of one document (docs/REDIS.md). */
+typedef struct doc_keys {
+    char epoch[300], seq[300], hist[300], presence[300], owners[300], cursors[300];
+    char ops_ch[300], pres_ch[300], members[300];
+} doc_keys;
+
+/* bridge_docs.c */
+void bridge_doc_keys(const bridge *b, const char *doc, doc_keys *k);
+bdoc *bridge_doc(bridge *b, const char *doc, bool create);
+/* A reply showed the document at (epoch, seq): set the base of a new document, or reset and
+ * repair when the epoch changed, or repair when seq is ahead of what was delivered. */
+void bridge_docs_set_base(bridge *b, const char *doc, const char *epoch, size_t len, uint64_t seq);
+/* A reply showed the document's epoch: reset and repair if it changed. */
+void bridge_docs_check_epoch(bridge *b, const char *doc, const char *epoch, size_t len);
+void bridge_docs_subscribe(bridge *b, const char *doc);
+void bridge_docs_unsubscribe(bridge *b, const char *doc);
+void bridge_docs_on_message(bridge *b, const char *channel, size_t clen, const char *data,
+                            size_t len);
+void bridge_docs_resync(bridge *b);
+void bridge_docs_tick(bridge *b, int64_t now);
+void bridge_docs_free(bridge *b);
+
+/* bridge_requests.c: document requests; each takes ownership of c. */
+void bridge_docs_join(bridge *b, bcmd *c);
+void bridge_docs_leave(bridge *b, bcmd *c);
+void bridge_docs_op(bridge *b, bcmd *c);
+void bridge_docs_cursor(bridge *b, bcmd *c);
+void bridge_docs_sync(bridge *b, bcmd *c);
+/* Keeps c to run when Redis is back (leaves, releases). Takes ownership. */
+void bridge_defer(bridge *b, bcmd *c);
+void bridge_requests_replay(bridge *b);
+
+/* bridge_cluster.c */
+void bridge_cluster_heartbeat(bridge *b);
+void bridge_cluster_on_control(bridge *b, const char *data, size_t len);
+void bridge_session_save(bridge *b, bcmd *c);
+void bridge_session_release(bridge *b, bcmd *c);
+void bridge_session_resume(bridge *b, bcmd *c);
+void bridge_cluster_leave(bridge *b);
+
+#endif
