@@ -130,9 +130,15 @@ void channel_publish(channel_registry *reg, const char *document_id, chan_kind k
         msgbuf_unref(m);
         return;
     }
+    uint64_t at = ring_head(doc->rings[kind]);
+    uint64_t origin = m->origin;
     ring_publish(doc->rings[kind], m);
-    for (channel_sub *s = doc->subs; s; s = s->next)
-        reg->wake(s, reg->ud);
+    for (channel_sub *s = doc->subs; s; s = s->next) {
+        if (origin && s->self == origin && s->pos[kind] == at)
+            s->pos[kind]++;
+        else
+            reg->wake(s, reg->ud);
+    }
 }
 
 msgbuf *channel_peek(channel_sub *sub, chan_kind kind)

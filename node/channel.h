@@ -27,6 +27,7 @@ typedef struct channel_sub {
     channel_doc *doc; /* NULL when not subscribed */
     uint64_t pos[2];
     uint64_t missed[2];
+    uint64_t self; /* origin id of what this subscriber publishes: never delivered back */
 } channel_sub;
 
 typedef void (*channel_wake_fn)(channel_sub *sub, void *ud);
@@ -49,7 +50,8 @@ int channel_unsubscribe(channel_registry *reg, channel_sub *sub);
 
 /* Publishes m (taking the caller's reference) into document_id's channel of the given kind and
  * wakes its subscribers. Without local subscribers the message is released: nobody here needs
- * it. */
+ * it. A subscriber that is up to date steps over its own message at once, so a client that
+ * sends without reading never lags on what it would not receive anyway. */
 void channel_publish(channel_registry *reg, const char *document_id, chan_kind kind, msgbuf *m);
 
 /* The next message for sub on a channel kind, as ring_peek(); NULL when none. */

@@ -431,6 +431,11 @@ static void handlers_ev_cluster_stats(void *ctx, char *json)
     relay_node *n = ctx;
     free(n->cluster_stats);
     n->cluster_stats = json;
+    json_t *doc = json_loads(json, 0, NULL);
+    n->cluster_nodes = json_array_size(json_object_get(doc, "nodes"));
+    json_t *conns = json_object_get(json_object_get(doc, "totals"), "connections");
+    n->cluster_active = (uint64_t)json_integer_value(json_object_get(conns, "active"));
+    json_decref(doc);
 }
 
 backend_events handlers_backend_events(relay_node *n)

@@ -2,8 +2,10 @@
  * tick, and the drain that ends it. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "handlers.h"
+#include "listener.h"
 #include "node.h"
 #include "relay/clock.h"
 #include "relay/log.h"
@@ -13,6 +15,7 @@
 
 static const struct lws_protocols node_protocols[] = {
     {"relay", ws_callback, sizeof(ws_pss), 4096, 0, NULL, 0},
+    {"relay-accept", listener_callback, sizeof(listener_pss), 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -108,6 +111,44 @@ static void node_drain_step(relay_node *n, int64_t now)
         n->phase = NODE_STOPPED;
 }
 
+typedef struct shed_walk {
+    relay_node *n;
+    size_t budget;
+} shed_walk;
+
+static int node_shed_one(const void *k, size_t kl, void *v, void *ud)
+{
+    (void)k, (void)kl;
+    shed_walk *w = ud;
+    session *s = v;
+    if (w->budget == 0)
+        return 1;
+    if (!s->close_code) {
+        w->budget--;
+        node_close(w->n, s, LWS_CLOSE_STATUS_GOINGAWAY, "rebalancing, reconnect");
+    }
+    return 0;
+}
+
+/* After a scale-out, long-lived connections stay where they were. A node well above the
+ * cluster's average closes its excess a little at a time (at most 1% of its connections per
+ * second) so the load balancer spreads the reconnects over the new nodes. */
+static void node_shed(relay_node *n)
+{
+    if (!n->cfg->shed || n->cluster_nodes < 2 || n->phase != NODE_RUNNING)
+        return;
+    uint64_t avg = n->cluster_active / n->cluster_nodes;
+    uint64_t limit = avg * (uint64_t)n->cfg->shed_threshold / 100;
+    if (n->stats.active <= limit || n->stats.active < 2)
+        return;
+    uint64_t excess = n->stats.active - avg;
+    uint64_t step = n->stats.active / 100 ? n->stats.active / 100 : 1;
+    shed_walk w = {n, (size_t)(excess < step ? excess : step)};
+    log_info("shedding %zu of %llu connections (cluster average %llu)", w.budget,
+             (unsigned long long)n->stats.active, (unsigned long long)avg);
+    hmap_each(n->conns, node_shed_one, &w);
+}
+
 static void node_on_signal(relay_node *n, int64_t now)
 {
     n->signal_pending = 0;
@@ -131,6 +172,7 @@ static void node_tick(lws_sorted_usec_list_t *sul)
         n->last_backend_tick_ms = now;
         n->stats.documents = channel_registry_count(n->channels);
         n->backend->vt->tick(n->backend, &n->stats);
+        node_shed(n);
     }
     if (n->phase == NODE_DRAIN_WAIT && now >= n->phase_deadline_ms) {
         n->phase = NODE_DRAINING;
@@ -195,8 +237,12 @@ relay_node *node_create(const relay_config *cfg, char *err, size_t errlen)
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
-    info.port = cfg->port;
-    info.iface = cfg->bind;
+    int lfd = listener_open(cfg->bind, cfg->port, err, errlen);
+    if (lfd < 0) {
+        node_destroy(n);
+        return NULL;
+    }
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* we accept ourselves: see listener.h */
     info.protocols = node_protocols;
     info.user = n;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
@@ -205,9 +251,10 @@ relay_node *node_create(const relay_config *cfg, char *err, size_t errlen)
     lws_set_log_level(log_get_level() <= LOG_DEBUG ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : LLL_ERR,
                       NULL);
     n->ctx = lws_create_context(&info);
-    if (!n->ctx) {
-        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not permitted?)", cfg->bind,
-                 cfg->port);
+    struct lws_vhost *vh = n->ctx ? lws_get_vhost_by_name(n->ctx, "relay") : NULL;
+    if (!vh || listener_attach(vh, lfd) < 0) {
+        snprintf(err, errlen, "cannot start libwebsockets on %s:%d", cfg->bind, cfg->port);
+        close(lfd);
         node_destroy(n);
         return NULL;
     }

@@ -21,6 +21,7 @@ session *session_create(uint64_t conn_id, struct lws *wsi, const char *document_
     if (!s)
         return NULL;
     s->conn_id = conn_id;
+    s->sub.self = conn_id;
     s->wsi = wsi;
     s->stats = stats;
     s->state = SESSION_PENDING;
