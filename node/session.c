@@ -45,6 +45,7 @@ void session_destroy(session *s)
     s->stats->active--;
     while (s->dq_len)
         msgbuf_unref(session_reply_pop(s));
+    msgbuf_unref(s->carry);
     token_claims_free(&s->claims);
     free(s->user_id);
     free(s->user_name);

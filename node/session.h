@@ -59,6 +59,7 @@ typedef struct session {
     bool rx_paused;
 
     channel_sub sub;       /* document + presence read positions */
+    msgbuf *carry;         /* taken from a queue but left for the next write */
     uint64_t snapshot_seq; /* seq of the joined_document snapshot: older operations skipped */
     bool write_requested;
 

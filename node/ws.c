@@ -10,24 +10,71 @@
 
 static const char *const ws_channel_names[2] = {"document", "presence"};
 
-static int ws_write(relay_node *n, session *s, msgbuf *m)
+/* Most messages and bytes coalesced into one write: one send() for many small broadcasts is
+ * what lets a core deliver millions of messages a second (docs/BENCHMARKS.md). */
+#define WS_BATCH_MAX   64
+#define WS_BATCH_BYTES (64 * 1024)
+
+static uint8_t ws_batch_buf[LWS_PRE + WS_BATCH_BYTES];
+
+static void ws_count_out(relay_node *n, const msgbuf *m)
 {
-    enum lws_write_protocol proto = m->kind == MSGBUF_TEXT ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
-    int wrote = lws_write(s->wsi, msgbuf_data(m), m->len, proto);
-    if (wrote < (int)m->len)
-        return -1;
     n->stats.msgs_out++;
     n->stats.bytes_out += m->len;
+}
+
+/* Lets libwebsockets frame one message in the buffer's own headroom (no copy). */
+static int ws_write_one(relay_node *n, session *s, msgbuf *m)
+{
+    enum lws_write_protocol proto = m->kind == MSGBUF_TEXT ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
+    if (lws_write(s->wsi, msgbuf_data(m), m->len, proto) < (int)m->len)
+        return -1;
+    ws_count_out(n, m);
     return 0;
 }
 
-/* Picks the next broadcast for s: a `lagged` notice at a gap first, then the message after it.
- * Messages the gate refuses, and the sender's own, are consumed without being written.
- * Returns 1 when something was written, 0 when nothing is pending, -1 on write failure. */
-static int ws_write_broadcast(relay_node *n, session *s)
+/* Writes a server (unmasked, final) frame header; returns its length. */
+static size_t ws_frame_header(uint8_t *p, const msgbuf *m)
+{
+    p[0] = (uint8_t)(0x80 | (m->kind == MSGBUF_TEXT ? 0x1 : 0x2));
+    if (m->len < 126) {
+        p[1] = (uint8_t)m->len;
+        return 2;
+    }
+    if (m->len < 65536) {
+        p[1] = 126;
+        p[2] = (uint8_t)(m->len >> 8);
+        p[3] = (uint8_t)m->len;
+        return 4;
+    }
+    p[1] = 127;
+    for (int i = 0; i < 8; i++)
+        p[2 + i] = (uint8_t)((uint64_t)m->len >> (56 - 8 * i));
+    return 10;
+}
+
+/* Frames several messages back to back and writes them with one raw write: each is still its
+ * own WebSocket frame on the wire. */
+static int ws_write_batch(relay_node *n, session *s, msgbuf **batch, size_t count)
+{
+    uint8_t *out = ws_batch_buf + LWS_PRE;
+    size_t used = 0;
+    for (size_t i = 0; i < count; i++) {
+        used += ws_frame_header(out + used, batch[i]);
+        memcpy(out + used, msgbuf_data(batch[i]), batch[i]->len);
+        used += batch[i]->len;
+        ws_count_out(n, batch[i]);
+    }
+    return lws_write(s->wsi, out, used, LWS_WRITE_RAW) < (int)used ? -1 : 0;
+}
+
+/* The next broadcast for s, with a reference the caller owns: a `lagged` notice at a gap first,
+ * then the message after it. Messages the gate refuses, the sender's own, and operations
+ * already in the joiner's snapshot are consumed without being sent. NULL when none. */
+static msgbuf *ws_next_broadcast(relay_node *n, session *s)
 {
     if (s->request_pending)
-        return 0; /* a join in flight: keep the stream for when it completes */
+        return NULL; /* a join in flight: keep the stream for when it completes */
     for (int i = 0; i < 2; i++) {
         chan_kind k = (chan_kind)i;
         msgbuf *m;
@@ -36,48 +83,72 @@ static int ws_write_broadcast(relay_node *n, session *s)
                 uint64_t missed = s->sub.missed[k];
                 s->sub.missed[k] = 0;
                 n->stats.lag_drops += missed;
-                msgbuf *notice = codec_encode_lagged(ws_channel_names[k], missed);
-                int rc = notice ? ws_write(n, s, notice) : -1;
-                msgbuf_unref(notice);
-                return rc < 0 ? -1 : 1;
+                return codec_encode_lagged(ws_channel_names[k], missed);
             }
             s->sub.pos[k]++;
             if (!session_can_receive_broadcast(s) || m->origin == s->conn_id ||
                 (m->seq && m->seq <= s->snapshot_seq))
                 continue;
-            return ws_write(n, s, m) < 0 ? -1 : 1;
+            return msgbuf_ref(m);
         }
     }
-    return 0;
+    return NULL;
 }
 
-static bool ws_more_pending(session *s)
+/* The next message in send order: direct replies first (they bypass the gate), nothing more
+ * once a close is pending, then broadcasts. */
+static msgbuf *ws_next(relay_node *n, session *s)
 {
-    return s->dq_len || s->close_code ||
-           (!s->request_pending &&
-            (channel_peek(&s->sub, CHAN_DOCUMENT) || channel_peek(&s->sub, CHAN_PRESENCE)));
-}
-
-/* Exactly one lws_write per WRITEABLE: direct replies first (they bypass the gate), then the
- * close once they are flushed, then broadcasts. */
-static int ws_on_writeable(relay_node *n, session *s)
-{
-    s->write_requested = false;
-    msgbuf *m = session_reply_pop(s);
+    msgbuf *m = s->carry;
     if (m) {
-        int rc = ws_write(n, s, m);
-        msgbuf_unref(m);
-        if (rc < 0)
-            return -1;
+        s->carry = NULL;
+        return m;
+    }
+    m = session_reply_pop(s);
+    if (m) {
         if (s->rx_paused && s->dq_len <= SESSION_DIRECT_RESUME) {
             s->rx_paused = false;
             lws_rx_flow_control(s->wsi, 1);
         }
-    } else if (s->close_code) {
+        return m;
+    }
+    return s->close_code ? NULL : ws_next_broadcast(n, s);
+}
+
+static bool ws_more_pending(session *s)
+{
+    return s->carry || s->dq_len || s->close_code ||
+           (!s->request_pending &&
+            (channel_peek(&s->sub, CHAN_DOCUMENT) || channel_peek(&s->sub, CHAN_PRESENCE)));
+}
+
+/* One write per WRITEABLE: everything pending, up to a batch, in send order; then the close
+ * once the direct replies are flushed. */
+static int ws_on_writeable(relay_node *n, session *s)
+{
+    s->write_requested = false;
+    msgbuf *batch[WS_BATCH_MAX], *m;
+    size_t count = 0, bytes = 0;
+    while (count < WS_BATCH_MAX && (m = ws_next(n, s)) != NULL) {
+        if (count && bytes + m->len + 10 > WS_BATCH_BYTES) {
+            s->carry = m; /* first in the next write */
+            break;
+        }
+        batch[count++] = m;
+        bytes += m->len + 10;
+    }
+    int rc = 0;
+    if (count == 1 || (count && bytes > WS_BATCH_BYTES))
+        rc = ws_write_one(n, s, batch[0]);
+    else if (count > 1)
+        rc = ws_write_batch(n, s, batch, count);
+    for (size_t i = 0; i < count; i++)
+        msgbuf_unref(batch[i]);
+    if (rc < 0)
+        return -1;
+    if (count == 0 && s->close_code) {
         lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
                          (unsigned char *)s->close_reason, strlen(s->close_reason));
-        return -1;
-    } else if (ws_write_broadcast(n, s) < 0) {
         return -1;
     }
     if (ws_more_pending(s))
