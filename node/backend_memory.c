@@ -68,10 +68,19 @@ static int mem_member_free_cb(const void *k, size_t kl, void *v, void *ud)
     return 0;
 }
 
+static void mem_op_free(mem_op *op)
+{
+    if (!op)
+        return;
+    free(op->user_id);
+    free(op->session_id);
+    free(op);
+}
+
 static void mem_doc_clear_history(mem_doc *d)
 {
     for (size_t i = 0; i < d->h_len; i++)
-        free(d->history[(d->h_head + i) % d->h_cap]);
+        mem_op_free(d->history[(d->h_head + i) % d->h_cap]);
     d->h_len = d->h_head = 0;
 }
 
@@ -270,15 +279,6 @@ static mem_op *mem_op_new(uint64_t seq, const backend_member *m, codec_blob payl
         return NULL;
     }
     return op;
-}
-
-static void mem_op_free(mem_op *op)
-{
-    if (!op)
-        return;
-    free(op->user_id);
-    free(op->session_id);
-    free(op);
 }
 
 /* Appends op to the capped history, dropping the oldest when full. Returns 0 or -1 (OOM). */

@@ -14,8 +14,8 @@
 //   node chartcheck.mjs docs        CHART_DIR            every value has an @param line and a row
 //                                                        in the chart README
 //
-// Each prints what it found and exits 0 when everything holds, 1 otherwise. It runs from the
-// tool cache (the test copies it there) so that its imports resolve against the cached packages.
+// Each prints what it found and exits 0 when everything holds, 1 otherwise. The test copies it
+// next to a link to the cached node_modules, so that its imports resolve.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -130,6 +130,8 @@ function checkRelayPod(objs) {
   if (container.readinessProbe?.httpGet?.path !== "/readyz") fail("readiness probe is not GET /readyz");
   if (container.livenessProbe?.httpGet?.path !== "/healthz") fail("liveness probe is not GET /healthz");
   if (!pod.metadata?.annotations?.["checksum/config"]) fail("pod template has no checksum/config annotation");
+  // A Service named like the release injects RELAY_PORT=tcp://... and friends into the pod.
+  if (pod.spec.enableServiceLinks !== false) fail("relay pods get Service link variables (RELAY_PORT=tcp://...)");
   const nodeId = envValue(container, "RELAY_NODE_ID");
   if (nodeId?.valueFrom?.fieldRef?.fieldPath !== "metadata.name")
     fail("RELAY_NODE_ID does not come from the pod name (downward API)");

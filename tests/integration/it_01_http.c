@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "relay/clock.h"
 
@@ -18,7 +19,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    h_node_destroy(node);
+    h_node_finish(node);
     node = NULL;
 }
 
@@ -135,7 +136,7 @@ START_TEST(origin_allow_list)
     c = wsc_sync_connect("127.0.0.1", h_node_port(n), "/ws/documents/d", &o, H_WAIT_MS, err,
                          sizeof(err));
     ck_assert_msg(c == NULL, "a disallowed origin was upgraded");
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -198,6 +199,8 @@ static json_t *stats_until(h_node *n, bool (*pred)(const json_t *s))
         if (pred(s) || clock_mono_ms() > deadline)
             return s;
         json_decref(s);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
     }
 }
 

@@ -19,7 +19,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    h_node_destroy(node);
+    h_node_finish(node);
     node = NULL;
 }
 
@@ -234,7 +234,7 @@ START_TEST(auth_timeout_closes_with_4002)
     h_roundtrip(authed);
     wsc_sync_destroy(idle);
     wsc_sync_destroy(authed);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -253,7 +253,7 @@ START_TEST(token_expiry_mid_session_closes_with_4003)
     ck_assert_int_eq(wsc_sync_wait_close(c, 6000, &code), 0);
     ck_assert_int_eq(code, 4003);
     wsc_sync_destroy(c);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -277,7 +277,7 @@ START_TEST(reauthenticate_same_sub_refreshes_expiry)
     h_roundtrip(c);
     json_decref(h_join(c));
     wsc_sync_destroy(c);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -297,6 +297,56 @@ START_TEST(reauthenticate_other_sub_is_forbidden)
     ck_assert_str_eq(h_str(me, "user_id"), "hank");
     json_decref(j);
     wsc_sync_destroy(c);
+}
+END_TEST
+
+/* Authenticates on n with a token of the given claims; returns whether it succeeded (a failure
+ * must also close with 4001). */
+static bool auth_with_claims(h_node *n, const char *claims)
+{
+    char *t = h_token_claims(claims, H_SECRET);
+    ck_assert_ptr_nonnull(t);
+    wsc_sync *c = h_ws(n, "doc1");
+    h_send(c, "{\"type\":\"authenticate\",\"token\":\"%s\"}", t);
+    free(t);
+    json_t *r = h_expect(c, WSC_TEXT, "auth_result");
+    bool ok = json_is_true(json_object_get(r, "success"));
+    json_decref(r);
+    if (!ok)
+        ck_assert_int_eq(h_expect_close(c), 4001);
+    wsc_sync_destroy(c);
+    return ok;
+}
+
+START_TEST(audience_and_issuer_are_checked_when_configured)
+{
+    h_node *n =
+        h_node_start("--jwt-audience", "relay", "--jwt-issuer", "https://auth.example", NULL);
+    long long exp = (long long)clock_wall_s() + 3600;
+    char claims[512];
+    snprintf(claims, sizeof(claims),
+             "{\"sub\":\"a\",\"exp\":%lld,\"aud\":\"relay\",\"iss\":\"https://auth.example\"}",
+             exp);
+    ck_assert(auth_with_claims(n, claims));
+    snprintf(claims, sizeof(claims),
+             "{\"sub\":\"a\",\"exp\":%lld,\"aud\":[\"other\",\"relay\"],"
+             "\"iss\":\"https://auth.example\"}",
+             exp);
+    ck_assert(auth_with_claims(n, claims));
+    snprintf(claims, sizeof(claims),
+             "{\"sub\":\"a\",\"exp\":%lld,\"aud\":\"other\",\"iss\":\"https://auth.example\"}",
+             exp);
+    ck_assert(!auth_with_claims(n, claims));
+    snprintf(claims, sizeof(claims),
+             "{\"sub\":\"a\",\"exp\":%lld,\"iss\":\"https://auth.example\"}", exp);
+    ck_assert(!auth_with_claims(n, claims));
+    snprintf(claims, sizeof(claims),
+             "{\"sub\":\"a\",\"exp\":%lld,\"aud\":\"relay\",\"iss\":\"https://evil.example\"}",
+             exp);
+    ck_assert(!auth_with_claims(n, claims));
+    snprintf(claims, sizeof(claims), "{\"sub\":\"a\",\"exp\":%lld,\"aud\":\"relay\"}", exp);
+    ck_assert(!auth_with_claims(n, claims));
+    h_node_finish(n);
 }
 END_TEST
 
@@ -321,6 +371,7 @@ int main(void)
     tcase_add_test(custom, auth_timeout_closes_with_4002);
     tcase_add_test(custom, token_expiry_mid_session_closes_with_4003);
     tcase_add_test(custom, reauthenticate_same_sub_refreshes_expiry);
+    tcase_add_test(custom, audience_and_issuer_are_checked_when_configured);
     suite_add_tcase(s, custom);
     return h_run_suite(s);
 }

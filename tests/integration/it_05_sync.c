@@ -86,7 +86,7 @@ START_TEST(sync_response_fields)
     json_decref(joined);
     wsc_sync_destroy(a);
     wsc_sync_destroy(b);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -100,7 +100,7 @@ START_TEST(empty_document_sync)
     ck_assert(h_bool(r, "complete"));
     json_decref(r);
     wsc_sync_destroy(a);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -128,7 +128,7 @@ START_TEST(limit_pages_with_has_more)
     ck_assert(!h_bool(r, "has_more"));
     json_decref(r);
     wsc_sync_destroy(a);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -150,7 +150,7 @@ START_TEST(sync_limit_option_caps_responses)
     ck_assert(!h_bool(r, "has_more"));
     json_decref(r);
     wsc_sync_destroy(a);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -178,7 +178,7 @@ START_TEST(bounded_history_is_incomplete)
     check_ops(r, 7, 8);
     json_decref(r);
     wsc_sync_destroy(a);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -205,7 +205,7 @@ START_TEST(bad_since_or_limit_is_bad_request)
     }
     h_roundtrip(a);
     wsc_sync_destroy(a);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 

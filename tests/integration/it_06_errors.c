@@ -18,7 +18,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    h_node_destroy(node);
+    h_node_finish(node);
     node = NULL;
 }
 

@@ -77,7 +77,7 @@ START_TEST(message_over_max_size_closes_1009)
     wsc_sync_destroy(a);
     wsc_sync_destroy(b);
     wsc_sync_destroy(c);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -103,7 +103,7 @@ START_TEST(configured_max_size_and_single_frame_declaration)
     ck_assert_int_eq(h_raw_send_bytes(r, "xxxx", 4), 0);
     raw_expect_close(r, 1009, "16 MiB frame header");
     h_raw_close(r);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -141,7 +141,7 @@ START_TEST(invalid_utf8_text_closes_1007)
     ck_assert_msg(f.opcode == 1 && strstr((char *)f.data, "pong"), "%s", f.data);
     h_frame_free(&f);
     h_raw_close(r);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -178,7 +178,7 @@ START_TEST(protocol_violations_close_1002)
     wsc_sync *c = h_ws(n, "doc1");
     h_roundtrip(c);
     wsc_sync_destroy(c);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -200,7 +200,7 @@ START_TEST(websocket_ping_gets_pong)
     ck_assert_int_eq(h_raw_wait_close(r, H_WAIT_MS, &got, NULL), 0);
     ck_assert_int_eq(got, 1000);
     h_raw_close(r);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -245,7 +245,7 @@ START_TEST(rate_limit_refuses_excess_without_closing)
     ck_assert_int_eq(h_int(sr, "seq"), acks);
     json_decref(sr);
     wsc_sync_destroy(a);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -276,7 +276,7 @@ START_TEST(abusive_flood_closes_1008)
     ck_assert_int_eq(code, 1008);
     ck_assert_int_gt(limited, 0);
     wsc_sync_destroy(a);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -324,7 +324,7 @@ START_TEST(moderate_overload_is_refused_but_not_closed)
     h_expect_quiet(a, 1100);
     h_roundtrip(a);
     wsc_sync_destroy(a);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -418,7 +418,7 @@ static void pipeline_without_reading(bool joined)
     h_frame_free(&f);
     free(out);
     h_raw_close(r);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 
 START_TEST(pipelined_pings_without_reading_get_every_pong)

@@ -145,16 +145,18 @@ START_TEST(slow_reader_lags_on_document_channel_with_exact_accounting)
     const long pres_sent = 2;
 
     const long total = 6000;
-    char payload[401];
-    memset(payload, 'p', 400);
-    payload[400] = 0;
+    /* 6000 x 2 KB = 12 MB: more than the document ring (1024) plus the socket buffers on both
+     * sides (loopback send buffers autotune to several MB). */
+    char payload[2001];
+    memset(payload, 'p', 2000);
+    payload[2000] = 0;
     tally rdoc = {0}, rpres = {0};
     long acked = 0;
     int64_t deadline = clock_mono_ms() + 30000;
     /* Batches of 200, each acknowledged before the next, while the reader keeps reading. */
     for (long sent = 0; sent < total;) {
         for (int i = 0; i < 200 && sent < total; i++, sent++) {
-            char msg[600];
+            char msg[2200];
             int len =
                 snprintf(msg, sizeof(msg),
                          "{\"type\":\"operation\",\"ref\":%ld,\"payload\":\"%s\"}", sent, payload);
@@ -196,7 +198,7 @@ START_TEST(slow_reader_lags_on_document_channel_with_exact_accounting)
     h_raw_close(slow);
     wsc_sync_destroy(reader);
     wsc_sync_destroy(a);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -208,9 +210,11 @@ START_TEST(slow_reader_lags_on_presence_channel_with_exact_accounting)
     long pres_sent = 1; /* user_joined(mover) */
     const long cursors = 3000;
     for (long i = 0; i < cursors; i++) {
-        char msg[300];
-        int len = snprintf(msg, sizeof(msg),
-                           "{\"type\":\"cursor\",\"cursor\":{\"i\":%ld,\"pad\":\"%0200d\"}}", i, 0);
+        /* 3000 x 3 KB = 9 MB, far more than the presence ring (256) and the socket buffers. */
+        char msg[3200];
+        int len =
+            snprintf(msg, sizeof(msg),
+                     "{\"type\":\"cursor\",\"cursor\":{\"i\":%ld,\"pad\":\"%03000d\"}}", i, 0);
         ck_assert_int_eq(wsc_sync_queue(a, WSC_TEXT, msg, (size_t)len), 0);
         if (i % 200 == 199)
             h_roundtrip(a);
@@ -222,7 +226,7 @@ START_TEST(slow_reader_lags_on_presence_channel_with_exact_accounting)
     ck_assert_msg(spres.missed > 0, "the slow client never lagged (%ld received)", spres.received);
     h_raw_close(slow);
     wsc_sync_destroy(a);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 

@@ -70,7 +70,7 @@ START_TEST(resume_after_disconnect_restores_the_session)
     json_decref(r);
     json_decref(first);
     wsc_sync_destroy(c3);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -90,7 +90,7 @@ START_TEST(reauthentication_rotates_the_resume_token)
     json_decref(first);
     json_decref(second);
     wsc_sync_destroy(c2);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -134,7 +134,7 @@ START_TEST(resume_while_connected_closes_the_old_connection_4004)
     wsc_sync_destroy(old);
     wsc_sync_destroy(fresh);
     wsc_sync_destroy(watcher);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -147,7 +147,7 @@ START_TEST(wrong_resume_data_fails_with_4001)
     expect_resume_failure(n, h_str(first, "session_id"), "not-the-token", "wrong token");
     expect_resume_failure(n, "no-such-session", h_str(first, "resume_token"), "unknown session");
     json_decref(first);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -170,7 +170,7 @@ START_TEST(resume_expires_after_resume_ttl)
     expect_resume_failure(n, h_str(r, "session_id"), h_str(r, "resume_token"), "expired");
     json_decref(r);
     json_decref(first);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 
@@ -201,7 +201,7 @@ START_TEST(resume_keeps_token_expiry_and_docs)
     json_decref(r);
     json_decref(first);
     wsc_sync_destroy(c2);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 

@@ -55,7 +55,7 @@ START_TEST(idle_node_stops_at_once)
 {
     h_node *n = h_node_start(NULL);
     ck_assert_int_eq(h_node_stop(n, 5000), 0);
-    h_node_destroy(n);
+    h_node_finish(n);
 }
 END_TEST
 

@@ -93,8 +93,9 @@ app.kubernetes.io/component: redis
 upgrade does not rotate them). Empty when there is none, e.g. under `helm template`. */}}
 {{- define "relay.previousSecretValue" -}}
 {{- $prev := lookup "v1" "Secret" .ctx.Release.Namespace (include "relay.secretName" .ctx) -}}
-{{- if and $prev $prev.data (hasKey $prev.data .key) -}}
-{{- index $prev.data .key | b64dec -}}
+{{- $data := default dict (get (default dict $prev) "data") -}}
+{{- if hasKey $data .key -}}
+{{- index $data .key | b64dec -}}
 {{- end -}}
 {{- end -}}
 
