@@ -13,6 +13,7 @@ msgbuf *msgbuf_new(msgbuf_kind kind, size_t cap)
     mb->kind = (uint8_t)kind;
     mb->origin = 0;
     mb->seq = 0;
+    mb->coalesce = 0;
     mb->len = 0;
     mb->cap = cap;
     return mb;

@@ -52,6 +52,12 @@ size_t ring_capacity(const ring *r)
     return r->capacity;
 }
 
+msgbuf *ring_at(const ring *r, uint64_t pos)
+{
+    uint64_t oldest = r->head > r->capacity ? r->head - r->capacity : 0;
+    return pos >= oldest && pos < r->head ? r->slots[pos % r->capacity] : NULL;
+}
+
 msgbuf *ring_peek(const ring *r, uint64_t *pos, uint64_t *missed)
 {
     if (*pos >= r->head)

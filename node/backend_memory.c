@@ -347,6 +347,7 @@ static void mem_cursor(backend *b, const backend_member *m, codec_blob cursor)
     e->cursor_len = cursor.len;
     msgbuf *bc = codec_encode_bc_cursor(d->document_id, e->session_id, e->user_id, cursor);
     if (bc) {
+        bc->coalesce = hmap_hash(e->session_id, strlen(e->session_id)) | 1;
         bc->origin = m->conn_id;
         bm->base.ev.publish(bm->base.ev.ctx, d->document_id, CHAN_PRESENCE, bc);
     }

@@ -242,6 +242,7 @@ static void docs_on_presence(bridge *b, bdoc *d, const char *data, size_t len)
     if (!m)
         return;
     m->origin = docs_is_me(b, &w) ? w.conn_id : 0;
+    m->coalesce = w.coalesce;
     docs_push(b, BE_PUBLISH, d->id, m, CHAN_PRESENCE);
 }
 
@@ -307,6 +308,22 @@ static void docs_push_lagged(bridge *b, bdoc *d, uint64_t missed)
         free(e);
 }
 
+/* Redis came back with an older seq in the same epoch (lost writes: RDB-only persistence, a
+ * failover to a lagging replica): what clients hold is no longer in Redis. Dropping the epoch
+ * key makes the next script start a new epoch, which the repair then turns into `reset`. */
+static void docs_abandon_epoch(bridge *b, bdoc *d, uint64_t latest)
+{
+    log_error("document %s: Redis seq %llu is behind delivered seq %llu in epoch %s; starting "
+              "a new epoch",
+              d->id, (unsigned long long)latest, (unsigned long long)d->last_seq, d->epoch);
+    doc_keys k;
+    bridge_doc_keys(b, d->id, &k);
+    const char *av[] = {"DEL", k.epoch};
+    if (b->cmd)
+        redisAsyncCommandArgv(b->cmd, NULL, NULL, 2, av, NULL);
+    docs_repair(b, d);
+}
+
 static void docs_on_repair(redisAsyncContext *ac, void *r, void *privdata)
 {
     bridge *b = ac->data;
@@ -322,8 +339,12 @@ static void docs_on_repair(redisAsyncContext *ac, void *r, void *privdata)
     redisReply *ep = reply->element[0], *items = reply->element[4];
     uint64_t latest = (uint64_t)reply->element[1]->integer;
     uint64_t from = (uint64_t)reply->element[3]->integer;
-    if (!docs_same_epoch(d, ep->str, ep->len))
+    if (!docs_same_epoch(d, ep->str, ep->len)) {
         docs_reset(b, d, ep->str, ep->len);
+    } else if (latest < d->last_seq) {
+        docs_abandon_epoch(b, d, latest);
+        return;
+    }
     if (reply->element[2]->integer == 0 && from > d->last_seq + 1) {
         log_warn("document %s: history no longer holds seq %llu..%llu", d->id,
                  (unsigned long long)d->last_seq + 1, (unsigned long long)from - 1);

@@ -311,6 +311,9 @@ void bridge_docs_op(bridge *b, bcmd *c)
                           k.seq,
                           k.hist,
                           dedup,
+                          k.presence,
+                          k.owners,
+                          k.cursors,
                           (const char *)prefix.data,
                           (const char *)suffix.data,
                           hist_len,
@@ -319,10 +322,10 @@ void bridge_docs_op(bridge *b, bcmd *c)
                           epoch,
                           dedup_ttl,
                           c->ref.len ? "1" : "0"};
-    size_t lens[12];
-    for (int i = 0; i < 12; i++)
-        lens[i] = i == 3 ? dedup_len : i == 4 ? prefix.len : i == 5 ? suffix.len : strlen(argv[i]);
-    if (!ok || bridge_evalsha(b, req_on_op, c, SCRIPT_OP, 4, 8, argv, lens) < 0) {
+    size_t lens[15];
+    for (int i = 0; i < 15; i++)
+        lens[i] = i == 3 ? dedup_len : i == 7 ? prefix.len : i == 8 ? suffix.len : strlen(argv[i]);
+    if (!ok || bridge_evalsha(b, req_on_op, c, SCRIPT_OP, 7, 8, argv, lens) < 0) {
         req_unavailable(b, c);
         free(c);
     }
@@ -332,6 +335,15 @@ void bridge_docs_op(bridge *b, bcmd *c)
 
 /* ---- cursor ----------------------------------------------------------------------------- */
 
+/* A cursor broadcast, keyed by session so a lagging reader gets only the latest. */
+static msgbuf *req_cursor_body(const bcmd *c)
+{
+    msgbuf *m = codec_encode_bc_cursor(c->doc, c->sid, c->user_id, c->blob);
+    if (m)
+        m->coalesce = hmap_hash(c->sid, strlen(c->sid)) | 1;
+    return m;
+}
+
 void bridge_docs_cursor(bridge *b, bcmd *c)
 {
     doc_keys k;
@@ -340,9 +352,7 @@ void bridge_docs_cursor(bridge *b, bcmd *c)
     bridge_owner(b, c->conn_id, owner, sizeof owner);
     snprintf(ttl, sizeof ttl, "%d", b->lim.history_ttl_s);
     wire_buf msg = {0};
-    if (bridge_link_up(b) &&
-        req_presence_msg(b, c->conn_id, codec_encode_bc_cursor(c->doc, c->sid, c->user_id, c->blob),
-                         &msg) == 0) {
+    if (bridge_link_up(b) && req_presence_msg(b, c->conn_id, req_cursor_body(c), &msg) == 0) {
         const char *argv[] = {k.owners,
                               k.cursors,
                               c->sid,

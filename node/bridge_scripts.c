@@ -1,7 +1,8 @@
 #include "bridge_scripts.h"
 
-/* KEYS: epoch seq hist dedup. ARGV: prefix suffix hist_len ttl channel new_epoch dedup_ttl
- * has_ref. Returns {seq, epoch, duplicate}. */
+/* KEYS: epoch seq hist dedup presence owners cursors. ARGV: prefix suffix hist_len ttl channel
+ * new_epoch dedup_ttl has_ref. Returns {seq, epoch, duplicate}. Every write refreshes the idle
+ * TTL of all the document's keys, presence included, so a long-lived session keeps them. */
 static const char script_op[] =
     "local ttl = tonumber(ARGV[4])\n"
     "local epoch = redis.call('GET', KEYS[1])\n"
@@ -25,6 +26,7 @@ static const char script_op[] =
     "redis.call('RPUSH', KEYS[3], msg)\n"
     "redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)\n"
     "redis.call('EXPIRE', KEYS[3], ttl)\n"
+    "for i = 5, 7 do redis.call('EXPIRE', KEYS[i], ttl) end\n"
     "redis.call('PUBLISH', ARGV[5], msg)\n"
     "if ARGV[8] == '1' then\n"
     "  redis.call('SET', KEYS[4], epoch .. ':' .. seq, 'EX', tonumber(ARGV[7]))\n"
@@ -104,8 +106,8 @@ static const char script_cleanup[] =
     "  local u = cmsgpack.unpack(m)\n"
     "  local body = cmsgpack.pack({type = 'user_left', document_id = ARGV[4],\n"
     "    session_id = ARGV[1], user_id = u[1], user_name = u[2], color = u[3]})\n"
-    "  redis.call('PUBLISH', ARGV[3], string.char(0x94) .. cmsgpack.pack('p') ..\n"
-    "    cmsgpack.pack(ARGV[5]) .. cmsgpack.pack(0) .. body)\n"
+    "  redis.call('PUBLISH', ARGV[3], string.char(0x95) .. cmsgpack.pack('p') ..\n"
+    "    cmsgpack.pack(ARGV[5]) .. cmsgpack.pack(0) .. cmsgpack.pack(0) .. body)\n"
     "end\n"
     "return 1\n";
 

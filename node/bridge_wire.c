@@ -61,8 +61,8 @@ int wire_presence(wire_buf *out, const char *node_id, uint64_t conn_id, const ms
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, wire_write);
-    return (msgpack_pack_array(&pk, 4) || wire_str(&pk, "p") || wire_str(&pk, node_id) ||
-            msgpack_pack_uint64(&pk, conn_id) ||
+    return (msgpack_pack_array(&pk, 5) || wire_str(&pk, "p") || wire_str(&pk, node_id) ||
+            msgpack_pack_uint64(&pk, conn_id) || msgpack_pack_uint64(&pk, body->coalesce) ||
             wire_write(out, (const char *)body->mem + MSGBUF_HEADROOM, body->len))
                ? -1
                : 0;
@@ -181,7 +181,7 @@ int wire_parse(const uint8_t *data, size_t len, wire_msg *out)
             wire_read_str(&r, &out->user_id, &out->user_len) ||
             wire_read_str(&r, &out->session_id, &out->session_len))
             return -1;
-    } else if (out->kind != 'p' || n != 4) {
+    } else if (out->kind != 'p' || n != 5 || wire_read_uint(&r, &out->coalesce)) {
         return -1;
     }
     out->rest = r.p;

@@ -6,7 +6,7 @@
  *
  * Document channel message (also what history stores), built partly by the op script:
  *   msgpack array ["o", node_id, conn_id, seq, epoch, user_id, session_id, payload]
- * Presence channel message: ["p", node_id, conn_id, <broadcast map, raw>]
+ * Presence channel message: ["p", node_id, conn_id, coalesce_key, <broadcast map, raw>]
  * The variable-length value is always last, so a reader takes "the rest" without parsing it.
  */
 #ifndef RELAY_BRIDGE_WIRE_H
@@ -44,6 +44,7 @@ typedef struct wire_msg {
     size_t node_len;
     uint64_t conn_id;
     uint64_t seq;
+    uint64_t coalesce; /* 'p' */
     const char *epoch;
     size_t epoch_len;
     const char *user_id, *session_id;

@@ -148,6 +148,22 @@ msgbuf *channel_peek(channel_sub *sub, chan_kind kind)
     return ring_peek(sub->doc->rings[kind], &sub->pos[kind], &sub->missed[kind]);
 }
 
+bool channel_superseded(const channel_sub *sub, chan_kind kind, const msgbuf *m)
+{
+    if (!m->coalesce || !sub->doc)
+        return false;
+    const ring *r = sub->doc->rings[kind];
+    uint64_t head = ring_head(r);
+    if (head - sub->pos[kind] <= ring_capacity(r) / 2)
+        return false;
+    for (uint64_t p = sub->pos[kind] + 1; p < head; p++) {
+        const msgbuf *later = ring_at(r, p);
+        if (later && later->coalesce == m->coalesce)
+            return true;
+    }
+    return false;
+}
+
 const char *channel_doc_id(const channel_doc *doc)
 {
     return doc ? doc->document_id : NULL;

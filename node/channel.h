@@ -12,6 +12,7 @@
 #ifndef RELAY_CHANNEL_H
 #define RELAY_CHANNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,10 @@ void channel_publish(channel_registry *reg, const char *document_id, chan_kind k
 
 /* The next message for sub on a channel kind, as ring_peek(); NULL when none. */
 msgbuf *channel_peek(channel_sub *sub, chan_kind kind);
+
+/* True when sub is more than half a ring behind on kind and a newer message with the same
+ * coalesce key as m (the message at its position) is waiting: m can be skipped. */
+bool channel_superseded(const channel_sub *sub, chan_kind kind, const msgbuf *m);
 
 /* Document id of the channels sub is subscribed to, NULL if none. */
 const char *channel_doc_id(const channel_doc *doc);

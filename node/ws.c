@@ -85,6 +85,13 @@ static msgbuf *ws_next_broadcast(relay_node *n, session *s)
                 n->stats.lag_drops += missed;
                 return codec_encode_lagged(ws_channel_names[k], missed);
             }
+            if (channel_superseded(&s->sub, k, m)) {
+                /* A lagging reader gets only a session's latest cursor; the skipped ones are
+                 * reported as missed, so received + missed still equals sent. */
+                s->sub.pos[k]++;
+                s->sub.missed[k]++;
+                continue;
+            }
             s->sub.pos[k]++;
             if (!session_can_receive_broadcast(s) || m->origin == s->conn_id ||
                 (m->seq && m->seq <= s->snapshot_seq))

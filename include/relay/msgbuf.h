@@ -20,13 +20,15 @@ typedef enum { MSGBUF_TEXT = 0, MSGBUF_BINARY = 1 } msgbuf_kind;
 
 typedef struct msgbuf {
     _Atomic uint32_t refs;
-    uint8_t kind;    /* msgbuf_kind: the WebSocket frame type it is sent as */
-    uint64_t origin; /* connection id of the sender on this node, 0 if none: not echoed */
-    uint64_t seq;    /* document operations: their seq, so a joiner skips what its snapshot
-                        already holds; 0 for everything else */
-    size_t len;      /* bytes of payload in use */
-    size_t cap;      /* bytes of payload allocated */
-    uint8_t mem[];   /* MSGBUF_HEADROOM bytes, then cap bytes of payload */
+    uint8_t kind;      /* msgbuf_kind: the WebSocket frame type it is sent as */
+    uint64_t origin;   /* connection id of the sender on this node, 0 if none: not echoed */
+    uint64_t seq;      /* document operations: their seq, so a joiner skips what its snapshot
+                          already holds; 0 for everything else */
+    uint64_t coalesce; /* cursors: a key per session; a lagging reader skips a cursor when a
+                          newer one with the same key is waiting. 0: never skipped */
+    size_t len;        /* bytes of payload in use */
+    size_t cap;        /* bytes of payload allocated */
+    uint8_t mem[];     /* MSGBUF_HEADROOM bytes, then cap bytes of payload */
 } msgbuf;
 
 /* Allocates a buffer with room for cap payload bytes and one reference held by the caller.

@@ -39,4 +39,7 @@ size_t ring_capacity(const ring *r);
  * advances *pos by one after consuming the returned message. */
 msgbuf *ring_peek(const ring *r, uint64_t *pos, uint64_t *missed);
 
+/* The message at pos without a reference, or NULL when pos is not retained. */
+msgbuf *ring_at(const ring *r, uint64_t pos);
+
 #endif

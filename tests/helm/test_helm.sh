@@ -274,6 +274,16 @@ dockerfile_rules() {
 }
 check "deploy/Dockerfile: multi-stage, non-root, HEALTHCHECK, SIGTERM, runtime libraries only" dockerfile_rules
 
+# Stops a process this test started: SIGTERM, then SIGKILL if it is still there after 15 s.
+stop_pid() {
+    local pid=$1 deadline=$((SECONDS + 15))
+    kill "$pid" 2>/dev/null
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
 # The image's HEALTHCHECK command, run as Docker would (sh -c, the image's RELAY_PORT), must pass
 # against a live relay-node and fail once it is gone.
 RELAYCTL_BIN=${RELAYCTL_BIN:-${RELAY_BUILD_DIR:-$(dirname "${BIN:-.}")}/relayctl}
@@ -284,7 +294,7 @@ healthcheck_works() {
     [[ -x $RELAYCTL_BIN ]] || { echo "relayctl is not built ($RELAYCTL_BIN)"; return 1; }
     mkdir -p "$WORK/image-bin" && ln -sf "$RELAYCTL_BIN" "$WORK/image-bin/relayctl"
     port=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);process.exit(0)})')
-    env -i RELAY_JWT_SECRET=healthcheck-test-secret-0123456789abcdef RELAY_BIND=127.0.0.1 \
+    env -i RELAY_JWT_SECRET=healthcheck-test-secret-0123456789abcdef RELAY_BIND=127.0.0.1 RELAY_DRAIN_TIME=0 \
         RELAY_PORT="$port" "$BIN" >"$WORK/hc-node.log" 2>&1 &
     npid=$!
     deadline=$((SECONDS + 10))
@@ -295,8 +305,7 @@ healthcheck_works() {
         fi
         sleep 0.2
     done
-    kill "$npid" 2>/dev/null
-    wait "$npid" 2>/dev/null
+    stop_pid "$npid"
     ((rc == 0)) || { echo "the health check never passed against relay-node on port $port"; return 1; }
     if env -i PATH="$WORK/image-bin:/usr/bin:/bin" RELAY_PORT="$port" sh -c "$cmd"; then
         echo "the health check passes with relay-node stopped"
@@ -368,7 +377,7 @@ if need_debian_package haproxy haproxy; then
         local ports lb nodeport hpid npid rc=1 deadline status
         ports=$(node -e 'const n=require("net");const a=[];let k=2;for(let i=0;i<2;i++){const s=n.createServer();s.listen(0,"127.0.0.1",()=>{a.push(s.address().port);if(--k===0){console.log(a.join(" "));process.exit(0)}})}')
         read -r lb nodeport <<<"$ports"
-        env -i RELAY_JWT_SECRET=haproxy-test-secret-0123456789abcdef0123 RELAY_BIND=127.0.0.1 \
+        env -i RELAY_JWT_SECRET=haproxy-test-secret-0123456789abcdef0123 RELAY_BIND=127.0.0.1 RELAY_DRAIN_TIME=0 \
             RELAY_PORT="$nodeport" RELAY_NODE_ID=hp-test "$BIN" >"$WORK/hp-node.log" 2>&1 &
         npid=$!
         RELAY_LB_BIND=127.0.0.1:$lb RELAY_NODE1_ADDR=127.0.0.1:$nodeport \
@@ -388,8 +397,8 @@ if need_debian_package haproxy haproxy; then
             sleep 0.2
         done
         ((rc == 0)) || echo "no WebSocket upgrade through haproxy (last: ${status:-nothing})"
-        kill "$hpid" "$npid" 2>/dev/null
-        wait "$hpid" "$npid" 2>/dev/null
+        stop_pid "$hpid"
+        stop_pid "$npid"
         return "$rc"
     }
     if [[ -x $BIN ]]; then
