@@ -7,12 +7,13 @@
 #     joined/failed and RSS per connection.
 # The median of 3 rounds of step 1 is printed (1 with --quick, which also skips step 2).
 #
-# Usage: bench/memory.sh [--quick]      (RELAY_BUILD=<build dir>)
+# Usage: bench/memory.sh [--quick] [--big-only]      (RELAY_BUILD=<build dir>)
 source "$(dirname "$0")/lib.sh"
 bench_need "$RELAY_NODE" "$RELAY_BENCH" redis-server jq
 
-ROUNDS=3
+ROUNDS=3 BIG_ONLY=0
 [ "$QUICK" = 1 ] && ROUNDS=1
+for a in "$@"; do [ "$a" = --big-only ] && ROUNDS=0 BIG_ONLY=1; done
 bench_machine
 bench_start_redis
 
@@ -53,9 +54,13 @@ idle_run() {
     stats=$(curl -s "http://127.0.0.1:${NODE_PORTS[0]}/stats" | jq -c .connections 2>/dev/null || echo "{}")
     for i in "${pids[@]}"; do kill "$i" 2>/dev/null || true; done
     for i in "${pids[@]}"; do wait "$i" 2>/dev/null || true; done
+    local errs=""
+    for i in $(seq "$procs"); do
+        errs+=$(jq -c '.errors' "$BENCH_TMP/idle-$name-$i.json" 2>/dev/null || echo '?')
+    done
     kill "$node" 2>/dev/null || true
     wait "$node" 2>/dev/null || true
-    echo "$joined $failed $before $after $stats"
+    echo "$joined $failed $before $after $stats bench-errors:$errs"
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -64,9 +69,9 @@ for round in $(seq "$ROUNDS"); do
     echo "round $round: 10k idle: joined $j failed $f, node rss $b kB -> $a kB = $per bytes/connection, node stats $st"
     echo "$per" >>"$BENCH_TMP/per.txt"
 done
-echo "memory (median of $ROUNDS): $(bench_median <"$BENCH_TMP/per.txt") bytes of node RSS per idle joined connection (target <= 4096)"
+[ "$ROUNDS" -gt 0 ] && echo "memory (median of $ROUNDS): $(bench_median <"$BENCH_TMP/per.txt") bytes of node RSS per idle joined connection (target <= 4096)"
 
-if [ "$QUICK" = 0 ]; then
+if [ "$QUICK" = 0 ] || [ "$BIG_ONLY" = 1 ]; then
     read -r j f b a st < <(idle_run big 19000 2)
     per=$(awk -v a="$a" -v b="$b" -v j="$j" 'BEGIN {printf "%.0f", (a - b) * 1024 / (j ? j : 1)}')
     echo "19k on one node: joined $j failed $f, node rss $b kB -> $a kB = $per bytes/connection, node stats $st"

@@ -164,6 +164,12 @@ bool channel_superseded(const channel_sub *sub, chan_kind kind, const msgbuf *m)
     return false;
 }
 
+void channel_heads(const channel_sub *sub, uint64_t heads[2])
+{
+    for (int k = 0; k < 2; k++)
+        heads[k] = sub->doc ? ring_head(sub->doc->rings[k]) : 0;
+}
+
 const char *channel_doc_id(const channel_doc *doc)
 {
     return doc ? doc->document_id : NULL;

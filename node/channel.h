@@ -62,6 +62,9 @@ msgbuf *channel_peek(channel_sub *sub, chan_kind kind);
  * coalesce key as m (the message at its position) is waiting: m can be skipped. */
 bool channel_superseded(const channel_sub *sub, chan_kind kind, const msgbuf *m);
 
+/* Current ring heads of sub's document (0 when not subscribed) into heads[2]. */
+void channel_heads(const channel_sub *sub, uint64_t heads[2]);
+
 /* Document id of the channels sub is subscribed to, NULL if none. */
 const char *channel_doc_id(const channel_doc *doc);
 

@@ -81,6 +81,10 @@ void node_wake(relay_node *n, session *s);
 /* Closes s with code after its queued replies are written. */
 void node_close(relay_node *n, session *s, int code, const char *reason);
 
+/* Closes s with 1001 after everything already queued for it, broadcasts included, is written
+ * (drain and shedding: the client resumes elsewhere having missed nothing). */
+void node_close_going_away(relay_node *n, session *s, const char *reason);
+
 /* The backend member view of a joined-or-joining session. */
 backend_member node_member(const session *s);
 

@@ -66,6 +66,15 @@ void node_close(relay_node *n, session *s, int code, const char *reason)
     node_wake(n, s);
 }
 
+void node_close_going_away(relay_node *n, session *s, const char *reason)
+{
+    if (!s->close_code) {
+        s->close_flush = true;
+        channel_heads(&s->sub, s->flush_until);
+    }
+    node_close(n, s, LWS_CLOSE_STATUS_GOINGAWAY, reason);
+}
+
 bool node_ready(relay_node *n)
 {
     return n->phase == NODE_RUNNING && n->backend->vt->ready(n->backend);
@@ -93,7 +102,7 @@ static int node_drain_one(const void *k, size_t kl, void *v, void *ud)
     if (w->budget == 0)
         return 1;
     w->budget--;
-    node_close(w->n, s, LWS_CLOSE_STATUS_GOINGAWAY, "node shutting down");
+    node_close_going_away(w->n, s, "node shutting down");
     return 0;
 }
 
@@ -125,7 +134,7 @@ static int node_shed_one(const void *k, size_t kl, void *v, void *ud)
         return 1;
     if (!s->close_code) {
         w->budget--;
-        node_close(w->n, s, LWS_CLOSE_STATUS_GOINGAWAY, "rebalancing, reconnect");
+        node_close_going_away(w->n, s, "rebalancing, reconnect");
     }
     return 0;
 }

@@ -73,7 +73,9 @@ typedef struct session {
     int64_t window_start_us;
     uint64_t window_count;
 
-    int close_code; /* non-zero: close with this code once the direct queue is flushed */
+    int close_code;          /* non-zero: close with this code once the direct queue is flushed */
+    bool close_flush;        /* going away: also deliver broadcasts queued before the close */
+    uint64_t flush_until[2]; /* ring positions queued at that moment */
     char close_reason[64];
 } session;
 

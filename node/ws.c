@@ -78,7 +78,8 @@ static msgbuf *ws_next_broadcast(relay_node *n, session *s)
     for (int i = 0; i < 2; i++) {
         chan_kind k = (chan_kind)i;
         msgbuf *m;
-        while ((m = channel_peek(&s->sub, k)) != NULL) {
+        while ((!s->close_code || s->sub.pos[k] < s->flush_until[k]) &&
+               (m = channel_peek(&s->sub, k)) != NULL) {
             if (s->sub.missed[k]) {
                 uint64_t missed = s->sub.missed[k];
                 s->sub.missed[k] = 0;
@@ -119,11 +120,12 @@ static msgbuf *ws_next(relay_node *n, session *s)
         }
         return m;
     }
-    return s->close_code ? NULL : ws_next_broadcast(n, s);
+    return s->close_code && !s->close_flush ? NULL : ws_next_broadcast(n, s);
 }
 
 static bool ws_more_pending(session *s)
 {
+    /* A pending close always wants one more WRITEABLE: the one that sends it. */
     return s->carry || s->dq_len || s->close_code ||
            (!s->request_pending &&
             (channel_peek(&s->sub, CHAN_DOCUMENT) || channel_peek(&s->sub, CHAN_PRESENCE)));
