@@ -54,6 +54,7 @@ idle_run() {
     stats=$(curl -s "http://127.0.0.1:${NODE_PORTS[0]}/stats" | jq -c .connections 2>/dev/null || echo "{}")
     for i in "${pids[@]}"; do kill "$i" 2>/dev/null || true; done
     for i in "${pids[@]}"; do wait "$i" 2>/dev/null || true; done
+    grep -h "first connect error" "$BENCH_TMP"/idle-$name-*.err >&2 || true
     local errs=""
     for i in $(seq "$procs"); do
         errs+=$(jq -c '.errors' "$BENCH_TMP/idle-$name-$i.json" 2>/dev/null || echo '?')

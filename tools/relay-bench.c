@@ -180,6 +180,7 @@ struct bthread {
     uint64_t lagged, missed, gaps, reorders, skipped, throttled, presence, join_retried, batches;
     char *token;
     int close_codes[BENCH_MAX_CODES][2]; /* {close code, count} */
+    char first_error[128];               /* text of the first connect failure */
     /* Connections whose join_document got `unavailable`/`busy`, retried after 100 ms. */
     long *retry;
     long n_retry;
@@ -587,7 +588,10 @@ static void cb_close(wsc_conn *c, void *user, int code, const char *reason, size
 
 static void cb_error(wsc_conn *c, void *user, const char *text)
 {
-    (void)c, (void)text;
+    (void)c;
+    bthread *t = ((bconn *)user)->t;
+    if (!t->first_error[0])
+        snprintf(t->first_error, sizeof(t->first_error), "%s", text);
     conn_dead(user, "connect_failed");
 }
 
@@ -729,7 +733,8 @@ static void usage(FILE *f)
             "  --drain S                 wait for late deliveries after the window (default 3)\n"
             "  --ramp N                  connections opened per second (default 2000)\n"
             "  --connect-timeout S       give up waiting for joins (default 60)\n"
-            "  --max-inflight N          unacked operations per sender (default 32, the node's reply queue)\n"
+            "  --max-inflight N          unacked operations per sender (default 32, the node's "
+            "reply queue)\n"
             "  --idle S                  idle mode: open, join and hold for S seconds\n"
             "  --ready-file PATH         write connection counts there once all are joined\n"
             "  --threads T               event-loop threads (default 2)\n"
@@ -1248,6 +1253,9 @@ int main(int argc, char **argv)
                     break;
                 }
     }
+    for (int k = 0; k < o.threads; k++)
+        if (ts[k].first_error[0])
+            fprintf(stderr, "[bench] thread %d first connect error: %s\n", k, ts[k].first_error);
     print_report(&o, &r);
     for (int k = 0; k < o.threads; k++) {
         for (long j = 0; j < ts[k].n; j++)

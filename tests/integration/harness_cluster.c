@@ -501,6 +501,79 @@ char *hc_node_log_tail(const h_node *n, size_t maxlen)
     return log;
 }
 
+int hc_run(int timeout_ms, char **out, const char *const *argv)
+{
+    if (out)
+        *out = NULL;
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, 0);
+        dup2(pfd[1], 1);
+        hc_close_fds_except(-1);
+        execvp(argv[0], (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(pfd[1]);
+    fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    int64_t deadline = clock_mono_ms() + timeout_ms;
+    int status = -1;
+    bool reaped = false, eof = false;
+    while (buf && !(reaped && eof)) {
+        if (!eof) {
+            if (cap - len < 1024) {
+                char *g = realloc(buf, cap * 2);
+                if (!g)
+                    break;
+                buf = g;
+                cap *= 2;
+            }
+            ssize_t n = read(pfd[0], buf + len, cap - len - 1);
+            if (n > 0)
+                len += (size_t)n;
+            else if (n == 0)
+                eof = true;
+        }
+        int st;
+        if (!reaped && waitpid(pid, &st, WNOHANG) == pid) {
+            reaped = true;
+            status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        if (clock_mono_ms() >= deadline) {
+            if (!reaped) {
+                kill(pid, SIGKILL);
+                waitpid(pid, NULL, 0);
+            }
+            status = -1;
+            break;
+        }
+        if (!(reaped && eof))
+            hc_sleep_ms(5);
+    }
+    close(pfd[0]);
+    if (buf)
+        buf[len] = 0;
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return status;
+}
+
 /* ---- haproxy ------------------------------------------------------------------------------ */
 
 struct hc_haproxy {

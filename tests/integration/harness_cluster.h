@@ -87,6 +87,12 @@ long hc_rss_kb(pid_t pid);
 /* The node's log as a malloc'd string cut to its last maxlen bytes, for failure messages. */
 char *hc_node_log_tail(const h_node *n, size_t maxlen);
 
+/* Runs the NULL-terminated argv (argv[0] looked up in PATH) with stdin from /dev/null, waits up
+ * to timeout_ms for it to exit and returns its exit status (-1 on timeout, after SIGKILL, or when
+ * it cannot start). Its stdout is returned in *out (malloc'd) when out is not NULL; its stderr is
+ * passed through. */
+int hc_run(int timeout_ms, char **out, const char *const *argv);
+
 /* ---- haproxy -----------------------------------------------------------------------------------
  */
 

@@ -94,6 +94,25 @@ static json_int_t seq_of_tag(const json_t *ops, const char *tag)
     return 0;
 }
 
+/* relayctl (the operator's view, read from Redis) lists the live nodes and not the dead one. */
+static void check_relayctl(const char *dead_id)
+{
+    const char *bin = getenv("RELAYCTL_BIN");
+    ck_assert_msg(bin && *bin, "RELAYCTL_BIN is not set");
+    const char *argv[] = {bin, "stats", "--redis", hc_redis_url(redis), "--json", NULL};
+    char *out = NULL;
+    int st = hc_run(10000, &out, argv);
+    ck_assert_msg(st == 0, "relayctl stats exited %d: %s", st, out ? out : "");
+    json_t *j = json_loads(out, 0, NULL);
+    ck_assert_msg(j != NULL, "relayctl stats --json printed %s", out);
+    json_t *ns = h_field(j, "nodes");
+    ck_assert_msg(json_array_size(ns) == N_NODES - 1, "relayctl lists %s", h_dump(ns));
+    for (size_t i = 0; i < json_array_size(ns); i++)
+        ck_assert_str_ne(h_str(json_array_get(ns, i), "node_id"), dead_id);
+    json_decref(j);
+    free(out);
+}
+
 START_TEST(session_resumes_on_another_node_after_sigkill)
 {
     const char *doc = "it22-resume";
@@ -244,6 +263,7 @@ START_TEST(session_resumes_on_another_node_after_sigkill)
         hc_pump(late, 50);
     }
     ck_assert_msg(!listed, "node %s still in the cluster stats 10 s after SIGKILL", dead_id);
+    check_relayctl(dead_id);
 
     json_decref(jl);
     json_decref(missed);
