@@ -33,7 +33,7 @@ idle_run() {
     per=$((conns / procs))
     for i in $(seq "$procs"); do
         "$RELAY_BENCH" --endpoints "$(bench_endpoints)" --secret "$BENCH_SECRET" --conns "$per" \
-            --clients 10 --idle 600 --ramp 3000 --threads 2 --connect-timeout 120 \
+            --clients 10 --idle 600 --ramp "${RAMP:-3000}" --threads 2 --connect-timeout 120 \
             --bind-addrs "127.0.0.$((2 * i)),127.0.0.$((2 * i + 1))" \
             --doc-prefix "mem-$name-$i-" --ready-file "$BENCH_TMP/ready-$name-$i" --json \
             >"$BENCH_TMP/idle-$name-$i.json" 2>"$BENCH_TMP/idle-$name-$i.err" &

@@ -80,7 +80,7 @@ lb_env=(RELAY_LB_BIND="127.0.0.1:$port")
 for i in $(seq 1 "$nodes"); do
   p=$((port + i))
   RELAY_JWT_SECRET="$secret" "$build_dir/relay-node" --port "$p" --bind 127.0.0.1 \
-    --redis "redis://127.0.0.1:$redis_port" --node-id "node$i" --drain-delay 1 --drain-time 3 \
+    --redis "redis://127.0.0.1:$redis_port" --node-id "node$i" --drain-delay 2 --drain-time 3 \
     --shed --log-level info 2>"$work/node$i.log" &
   pids+=($!)
   lb_env+=(RELAY_NODE${i}_ADDR="127.0.0.1:$p")

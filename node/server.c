@@ -13,6 +13,13 @@
 
 #define NODE_TICK_US (250 * 1000)
 
+/* Dead peers (no FIN: a pulled cable, a sleeping laptop) are found by WebSocket pings: one
+ * after 30 s without traffic, hang up after 70 s. Keeps load balancer idle timeouts happy too. */
+static const lws_retry_bo_t node_idle_policy = {
+    .secs_since_valid_ping = 30,
+    .secs_since_valid_hangup = 70,
+};
+
 static const struct lws_protocols node_protocols[] = {
     {"relay", ws_callback, sizeof(ws_pss), 4096, 0, NULL, 0},
     {"relay-accept", listener_callback, sizeof(listener_pss), 0, 0, NULL, 0},
@@ -256,6 +263,7 @@ relay_node *node_create(const relay_config *cfg, char *err, size_t errlen)
     info.user = n;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     info.timeout_secs = 10;
+    info.retry_and_idle_policy = &node_idle_policy;
     info.vhost_name = "relay";
     lws_set_log_level(log_get_level() <= LOG_DEBUG ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : LLL_ERR,
                       NULL);
