@@ -10,8 +10,12 @@ packages=(
   libwebsockets-dev libhiredis-dev libevent-dev libmsgpack-dev check libjansson-dev libjwt-dev
   libssl-dev libsubunit-dev
   redis-server redis-tools haproxy
-  nodejs npm
 )
+# Node.js may come from elsewhere (a newer nodejs that bundles npm conflicts with Debian's npm
+# package); any working node + npm will do.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
