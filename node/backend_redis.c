@@ -234,19 +234,6 @@ static void br_tick(backend *b, const relay_stats *st)
     br_send(br_of(b), c, (codec_blob){0});
 }
 
-static void br_event_free(bevt *e)
-{
-    msgbuf_unref(e->m);
-    free(e->text);
-    free(e->sid);
-    free(e->user_id);
-    free(e->user_name);
-    free(e->color);
-    free(e->rt);
-    token_claims_free(&e->claims);
-    free(e);
-}
-
 static void br_deliver(bridge *b, bevt *e)
 {
     backend_events *ev = &b->base.ev;
@@ -285,7 +272,7 @@ static void br_deliver(bridge *b, bevt *e)
         e->text = NULL;
         break;
     }
-    br_event_free(e);
+    bridge_event_free(e);
 }
 
 static void br_poll(backend *b)
@@ -334,7 +321,7 @@ static void br_free_cmd(void *item)
 
 static void br_free_event(void *item)
 {
-    br_event_free(item);
+    bridge_event_free(item);
 }
 
 static void br_destroy(backend *b)

@@ -17,6 +17,21 @@
 
 static void bridge_on_subscribe_reply(redisAsyncContext *ac, void *r, void *privdata);
 
+void bridge_event_free(bevt *e)
+{
+    if (!e)
+        return;
+    msgbuf_unref(e->m);
+    free(e->text);
+    free(e->sid);
+    free(e->user_id);
+    free(e->user_name);
+    free(e->color);
+    free(e->rt);
+    token_claims_free(&e->claims);
+    free(e);
+}
+
 int bridge_push_event(bridge *b, bevt *e)
 {
     if (queue_push(b->to_lws, e) < 0)

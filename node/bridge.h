@@ -159,7 +159,11 @@ void bridge_thread_join(bridge *b);
 void bridge_wake(bridge *b);
 void bridge_exit_loop(bridge *b);
 int bridge_subscribe(bridge *b, const char **channels, size_t n, bool unsubscribe);
+/* Queues e for the WebSocket thread and wakes it. Returns 0, or -1 when the queue is full (the
+ * caller still owns e). */
 int bridge_push_event(bridge *b, bevt *e);
+/* Frees an event and everything it owns. bridge_event_free(NULL) is a no-op. */
+void bridge_event_free(bevt *e);
 void bridge_reply_error(bridge *b, uint64_t conn_id, const char *code, const char *message,
                         codec_blob ref);
 bool bridge_link_up(const bridge *b);

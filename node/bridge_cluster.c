@@ -16,27 +16,6 @@ static void cluster_key(const bridge *b, char *out, size_t len, const char *fmt,
     snprintf(out + n, len - (size_t)n, fmt, id);
 }
 
-/* Adds every integer of src into acc, recursively (the cluster totals). */
-static void cluster_sum(json_t *acc, json_t *src)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach(src, key, v)
-    {
-        json_t *have = json_object_get(acc, key);
-        if (json_is_integer(v)) {
-            json_int_t sum = json_integer_value(v) + (have ? json_integer_value(have) : 0);
-            json_object_set_new(acc, key, json_integer(sum));
-        } else if (json_is_object(v)) {
-            if (!have) {
-                have = json_object();
-                json_object_set_new(acc, key, have);
-            }
-            cluster_sum(have, v);
-        }
-    }
-}
-
 static void cluster_push_stats(bridge *b, long long peak, const redisReply *stats)
 {
     json_t *nodes = json_array(), *totals = json_object();
@@ -45,7 +24,7 @@ static void cluster_push_stats(bridge *b, long long peak, const redisReply *stat
         json_t *j = s->type == REDIS_REPLY_STRING ? json_loadb(s->str, s->len, 0, NULL) : NULL;
         if (!j)
             continue;
-        cluster_sum(totals, j);
+        metrics_sum(totals, j);
         json_array_append_new(nodes, j);
     }
     json_t *doc = json_pack("{s:o, s:o, s:I}", "nodes", nodes, "totals", totals, "peak_concurrent",
@@ -243,16 +222,8 @@ void bridge_session_release(bridge *b, bcmd *c)
 
 static void session_push_resumed(bridge *b, bevt *e)
 {
-    if (bridge_push_event(b, e) == 0)
-        return;
-    free(e->text);
-    free(e->sid);
-    free(e->user_id);
-    free(e->user_name);
-    free(e->color);
-    free(e->rt);
-    token_claims_free(&e->claims);
-    free(e);
+    if (bridge_push_event(b, e) < 0)
+        bridge_event_free(e);
 }
 
 static char *session_str(const redisReply *r)

@@ -18,6 +18,27 @@ json_t *metrics_stats_json(const char *node_id, const relay_stats *st)
                      (json_int_t)st->documents);
 }
 
+void metrics_sum(json_t *acc, json_t *src)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(src, key, v)
+    {
+        json_t *have = json_object_get(acc, key);
+        if (json_is_integer(v)) {
+            json_int_t sum = json_integer_value(v) + (have ? json_integer_value(have) : 0);
+            json_object_set_new(acc, key, json_integer(sum));
+        } else if (json_is_object(v)) {
+            if (!have) {
+                have = json_object();
+                json_object_set_new(acc, key, have);
+            }
+            if (json_is_object(have))
+                metrics_sum(have, v);
+        }
+    }
+}
+
 typedef struct metric_row {
     const char *name, *type, *help;
     size_t offset;

@@ -113,6 +113,9 @@ static void hc_watchdog_main(int rfd, pid_t child, const char *log_path, const c
             break;
     }
     kill(child, SIGKILL);
+    /* Let it die before its files go (it is not our child: poll until it is gone). */
+    for (int i = 0; i < 200 && kill(child, 0) == 0; i++)
+        hc_sleep_ms(10);
     char *log = hc_read_file(log_path);
     fprintf(stderr, "---- %s: captured output ----\n%s---- end of %s ----\n", label, log ? log : "",
             label);
@@ -161,6 +164,8 @@ static int hc_proc_spawn(hc_proc *p, char *const argv[], const char *log_path,
         return 0; /* no watchdog: the child still dies with the test (PDEATHSIG) */
     pid_t w = fork();
     if (w == 0) {
+        /* Out of the test's process group: Check kills that group when a test ends. */
+        setsid();
         hc_close_fds_except(pfd[0]);
         hc_watchdog_main(pfd[0], pid, log_path, cleanup_dir, label);
     }

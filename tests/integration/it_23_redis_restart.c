@@ -16,6 +16,7 @@
 #define BEFORE_KILL 150 /* operations acked before Redis is killed */
 #define AFTER_KILL  150 /* operations acked after it is back */
 #define REPLY_MS    10000
+#define DOWN_MS     1000  /* how long Redis stays dead */
 #define RECOVERY_MS 30000 /* the whole stream must be through by then */
 
 static hc_redis *redis;
@@ -35,10 +36,18 @@ static void teardown(void)
     hc_redis_destroy(redis);
 }
 
+/* When Redis, killed, is due to be started again (0: not killed). */
+static int64_t restart_at;
+
+/* Reads every observer for ms, and restarts Redis (same directory) once it is due. */
 static void pump_all(hc_client **cs, size_t n, int ms)
 {
     int64_t until = clock_mono_ms() + ms;
     do {
+        if (restart_at && clock_mono_ms() >= restart_at) {
+            hc_redis_restart(redis, true);
+            restart_at = 0;
+        }
         for (size_t i = 0; i < n; i++)
             hc_pump(cs[i], 0);
         hc_pump(cs[0], 5);
@@ -94,7 +103,8 @@ static json_int_t send_until_acked(hc_client *s, int i, hc_client **obs, size_t 
 }
 
 /* With an operation in flight: SIGKILL Redis, wait until both nodes noticed (readiness off),
- * and start it again on the same port and directory. */
+ * and have it started again on the same port and directory DOWN_MS later, while the sender
+ * keeps retrying. */
 static void kill_and_restart(hc_client **obs, size_t n_obs)
 {
     hc_redis_kill(redis);
@@ -103,7 +113,7 @@ static void kill_and_restart(hc_client **obs, size_t n_obs)
                                           hc_http_status(h_node_port(nb), "/readyz") != 503))
         pump_all(obs, n_obs, 20);
     check_nodes_healthy("while Redis is down");
-    hc_redis_restart(redis, true);
+    restart_at = clock_mono_ms() + DOWN_MS;
 }
 
 START_TEST(aof_restart_under_load_loses_and_duplicates_nothing)

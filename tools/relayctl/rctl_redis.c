@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "metrics.h"
 #include "rctl.h"
 
 /* Decodes %XX escapes in place (a password may hold '@', ':' or '/'). */
@@ -316,35 +317,13 @@ int rctl_cluster_load(rctl *o, rctl_cluster *c)
     return 0;
 }
 
-/* Adds every integer of src into acc, recursively: the node's rule for the cluster totals. */
-static void rctl_sum(json_t *acc, json_t *src)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach(src, key, v)
-    {
-        json_t *have = json_object_get(acc, key);
-        if (json_is_integer(v)) {
-            json_int_t sum = json_integer_value(v) + (have ? json_integer_value(have) : 0);
-            json_object_set_new(acc, key, json_integer(sum));
-        } else if (json_is_object(v)) {
-            if (!have) {
-                have = json_object();
-                json_object_set_new(acc, key, have);
-            }
-            if (json_is_object(have))
-                rctl_sum(have, v);
-        }
-    }
-}
-
 json_t *rctl_cluster_stats_json(const rctl_cluster *c)
 {
     json_t *nodes = json_array(), *totals = json_object();
     for (size_t i = 0; nodes && totals && i < c->n; i++) {
         if (!c->nodes[i].live || !c->nodes[i].stats)
             continue;
-        rctl_sum(totals, c->nodes[i].stats);
+        metrics_sum(totals, c->nodes[i].stats);
         json_array_append(nodes, c->nodes[i].stats);
     }
     /* The stored peak lags the live count by up to one heartbeat. */
