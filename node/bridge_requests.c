@@ -144,12 +144,13 @@ static void req_on_join(redisAsyncContext *ac, void *r, void *privdata)
     if (!req_reply_array(reply, 4) || reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[2]->type != REDIS_REPLY_ARRAY ||
         reply->element[3]->type != REDIS_REPLY_ARRAY) {
+        if (c->announce) /* a failed first join; a repeated one keeps its entry */
+            req_forget_member(b, c);
         req_unavailable(b, c);
         free(c);
         return;
     }
     uint64_t seq = (uint64_t)reply->element[1]->integer;
-    req_remember_member(b, c);
     bridge_docs_set_base(b, c->doc, reply->element[0]->str, reply->element[0]->len, seq);
     msgbuf *m = req_encode_joined(c, reply->element[0], seq, reply->element[2], reply->element[3]);
     if (req_push_reply(b, BE_JOINED, c->conn_id, seq, m) < 0)
@@ -190,8 +191,13 @@ void bridge_docs_join(bridge *b, bcmd *c)
     size_t lens[16];
     for (int i = 0; i < 16; i++)
         lens[i] = i == 8 ? member.len : i == 14 ? msg.len : strlen(argv[i]);
+    /* Remembered now, in request order, so a leave queued behind this join forgets it. */
+    if (ok && bridge_link_up(b))
+        req_remember_member(b, c);
     if (!ok || !bridge_link_up(b) ||
         bridge_evalsha(b, req_on_join, c, SCRIPT_JOIN, 7, 9, argv, lens) < 0) {
+        if (c->announce)
+            req_forget_member(b, c);
         req_unavailable(b, c);
         free(c);
     }

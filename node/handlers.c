@@ -301,12 +301,12 @@ void handlers_dispatch(relay_node *n, session *s, const uint8_t *data, size_t le
 
 void handlers_on_close(relay_node *n, session *s)
 {
-    if (s->document_joined) {
+    /* A join still in flight will still add the session to presence (the backend runs
+     * requests in order): the leave must follow it, or the session stays a ghost. */
+    if (s->document_joined || s->sub.doc) {
         handlers_unsubscribe(n, s);
         backend_member m = node_member(s);
         n->backend->vt->leave(n->backend, &m);
-    } else if (s->sub.doc) {
-        handlers_unsubscribe(n, s); /* a join still in flight */
     }
     if (s->authenticated)
         n->backend->vt->session_release(n->backend, s->conn_id, s->session_id);

@@ -164,7 +164,8 @@ static int hc_proc_spawn(hc_proc *p, char *const argv[], const char *log_path,
         return 0; /* no watchdog: the child still dies with the test (PDEATHSIG) */
     pid_t w = fork();
     if (w == 0) {
-        /* Out of the test's process group: Check kills that group when a test ends. */
+        /* Out of the test's process group: Check kills that group when a test ends. (Fails
+         * harmlessly when the parent's setpgid came first.) */
         setsid();
         hc_close_fds_except(pfd[0]);
         hc_watchdog_main(pfd[0], pid, log_path, cleanup_dir, label);
@@ -174,6 +175,7 @@ static int hc_proc_spawn(hc_proc *p, char *const argv[], const char *log_path,
         close(pfd[1]);
         return 0;
     }
+    setpgid(w, w); /* also from here, so a test that dies at once cannot take it along */
     p->watchdog = w;
     p->watchdog_fd = pfd[1];
     return 0;
