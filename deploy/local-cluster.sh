@@ -58,7 +58,8 @@ cleanup() {
   rm -rf "$work"
   echo "== stopped; nothing left running"
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup; exit 0' INT TERM
+trap cleanup EXIT
 
 wait_http() { # url, seconds
   local deadline=$((SECONDS + $2))

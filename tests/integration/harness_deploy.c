@@ -213,6 +213,9 @@ hd_proc *hd_proc_start(const char *const *argv, const char *const *env, bool own
         return p; /* no watchdog: a plain child still dies with the test (PDEATHSIG) */
     pid_t w = fork();
     if (w == 0) {
+        /* Check's fork mode SIGKILLs the test's process group when a test ends; the watchdog
+         * must outlive that to do its work. */
+        setpgid(0, 0);
         hd_close_fds_except(pfd[0]);
         hd_watchdog_main(pfd[0], pid, own_group, p->log_path, p->label);
     }
@@ -487,13 +490,20 @@ static size_t hd_proc_file(pid_t pid, const char *name, char *buf, size_t cap)
     return len;
 }
 
-/* The first NUL-separated entry of buf[0..len) that contains a needle, or NULL. */
-static const char *hd_match(const char *buf, size_t len, const char *const *needles)
+/* Joins the NUL-separated entries of buf[0..len) with spaces (and one after the last), so a
+ * needle may span arguments ("--port 8081 "). Returns the first needle found, or NULL. */
+static const char *hd_match(char *buf, size_t len, size_t cap, const char *const *needles)
 {
-    for (size_t off = 0; off < len; off += strlen(buf + off) + 1)
-        for (size_t i = 0; needles && needles[i]; i++)
-            if (strstr(buf + off, needles[i]))
-                return buf + off;
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] == 0)
+            buf[i] = ' ';
+    if (len + 1 < cap) {
+        buf[len] = ' ';
+        buf[len + 1] = 0;
+    }
+    for (size_t i = 0; needles && needles[i]; i++)
+        if (strstr(buf, needles[i]))
+            return needles[i];
     return NULL;
 }
 
@@ -530,15 +540,18 @@ size_t hd_scan(pid_t pgid, const char *const *needles, hd_found *out, size_t max
         const char *what = NULL;
         char text[160] = "";
         if (pgid > 0 && grp == pgid)
-            what = "(process group)";
+            what = "in the process group";
         size_t len;
-        if (!what && (len = hd_proc_file(pid, "cmdline", buf, sizeof buf)) > 0)
-            what = hd_match(buf, len, needles);
-        if (!what && (len = hd_proc_file(pid, "environ", buf, sizeof buf)) > 0)
-            what = hd_match(buf, len, needles);
+        if (!what && (len = hd_proc_file(pid, "cmdline", buf, sizeof buf - 1)) > 0 &&
+            (what = hd_match(buf, len, sizeof buf, needles)) != NULL)
+            snprintf(text, sizeof text, "command line has \"%s\": %.100s", what, buf);
+        if (!what && (len = hd_proc_file(pid, "environ", buf, sizeof buf - 1)) > 0 &&
+            (what = hd_match(buf, len, sizeof buf, needles)) != NULL)
+            snprintf(text, sizeof text, "environment has \"%s\"", what);
         if (!what)
             continue;
-        snprintf(text, sizeof text, "%s", what);
+        if (!text[0])
+            snprintf(text, sizeof text, "%s", what);
         if (found < max) {
             hd_found *f = &out[found];
             f->pid = pid;

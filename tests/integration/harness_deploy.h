@@ -89,12 +89,14 @@ typedef struct hd_found {
     pid_t pid;
     pid_t pgid;
     char comm[32];  /* /proc/PID/comm */
-    char what[160]; /* the matching text (cmdline or environment entry), for messages */
+    char what[160]; /* why it matched, for messages */
 } hd_found;
 
-/* Lists the processes (other than zombies) whose process group is pgid (pgid > 0), or whose
- * command line or environment contains one of the NULL-terminated needles (needles may be NULL),
- * into out[0..max). Returns how many matched (may exceed max; only max are stored). */
+/* Lists the processes (other than zombies and this one) whose process group is pgid (pgid > 0),
+ * or whose command line or environment contains one of the NULL-terminated needles (needles may
+ * be NULL), into out[0..max). Arguments and environment entries are joined with single spaces,
+ * with one after the last, so "--port 8081 " matches exactly that argument pair. Returns how
+ * many matched (may exceed max; only max are stored). */
 size_t hd_scan(pid_t pgid, const char *const *needles, hd_found *out, size_t max);
 
 #endif
