@@ -22,20 +22,41 @@ awk '/static const char script_op\[\] =/{f=1;next} f{ l=$0; sub(/^[ \t]*"/,"",l)
     "$BENCH_ROOT/node/bridge_scripts.c" >"$BENCH_TMP/op.lua"
 SHA=$("${RC[@]}" SCRIPT LOAD "$(cat "$BENCH_TMP/op.lua")")
 [ ${#SHA} = 40 ] || { echo "SCRIPT LOAD failed: $SHA" >&2; exit 1; }
-# ARGV like the node's: msgpack head of the broadcast, the payload (~100 bytes), history
-# length, TTL, channel, new epoch, dedup TTL, has_ref=0.
-HEAD=$(printf 'x%.0s' $(seq 60)) BODY=$(printf 'y%.0s' $(seq 110))
+# KEYS and ARGV as the node passes them, read from the comment above script_op
+# ("KEYS: epoch seq ... ARGV: prefix suffix ... Returns"), so the call follows the script when
+# it changes: one key per KEYS name, and a value per known ARGV name (~100-byte payload).
+SIG=$(awk '/static const char script_op\[\]/{print c; exit} /^\/\*/{c=""} {c=c" "$0}' \
+    "$BENCH_ROOT/node/bridge_scripts.c" | tr -d '*/' | tr -s ' \n' ' ')
+KEY_NAMES=$(sed -n 's/.*KEYS: \(.*\)\. ARGV:.*/\1/p' <<<"$SIG")
+ARG_NAMES=$(sed -n 's/.*ARGV: \([^.]*\)\..*/\1/p' <<<"$SIG")
 P=relay:doc:bench
+KEYS=() ARGS=()
+for k in $KEY_NAMES; do KEYS+=("$P:$k"); done
+for a in $ARG_NAMES; do
+    case $a in
+    prefix) ARGS+=("$(printf 'x%.0s' $(seq 60))") ;;
+    suffix) ARGS+=("$(printf 'y%.0s' $(seq 110))") ;;
+    hist_len) ARGS+=(10000) ;;
+    ttl) ARGS+=(86400) ;;
+    channel) ARGS+=(relay:ch:bench) ;;
+    new_epoch) ARGS+=(e1) ;;
+    dedup_ttl) ARGS+=(300) ;;
+    *) ARGS+=(0) ;;
+    esac
+done
+echo "op script: KEYS ($KEY_NAMES) ARGV ($ARG_NAMES)"
+"${RC[@]}" EVALSHA "$SHA" "${#KEYS[@]}" "${KEYS[@]}" "${ARGS[@]}" >/dev/null || {
+    echo "the op script does not run with these arguments; update bench/redis-path.sh" >&2; exit 1; }
 echo "redis-benchmark: op script (EVALSHA), 1 connection, pipeline 16, $N ops:"
-redis-benchmark -p "$REDIS_PORT" -c 1 -P 16 -n "$N" -q EVALSHA "$SHA" 4 "$P:epoch" "$P:seq" \
-    "$P:hist" "$P:dedup" "$HEAD" "$BODY" 10000 86400 relay:ch:bench e1 300 0 | tr '\r' '\n' | grep -a 'requests per second' | tail -1 | tee "$BENCH_TMP/lua.txt"
+redis-benchmark -p "$REDIS_PORT" -c 1 -P 16 -n "$N" -q EVALSHA "$SHA" "${#KEYS[@]}" "${KEYS[@]}" \
+    "${ARGS[@]}" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 | sed 's/.*: \([0-9.]* requests\)/\1/' | tee "$BENCH_TMP/lua.txt"
 LUA_RPS=$(grep -ao '[0-9.]* requests per second' "$BENCH_TMP/lua.txt" | awk '{print $1}')
 echo "redis-benchmark: PUBLISH 100-byte message, 1 connection, pipeline 16:"
-redis-benchmark -p "$REDIS_PORT" -c 1 -P 16 -n "$N" -q PUBLISH relay:ch:bench "$(printf 'z%.0s' $(seq 100))" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 | tee "$BENCH_TMP/pub1.txt"
+redis-benchmark -p "$REDIS_PORT" -c 1 -P 16 -n "$N" -q PUBLISH relay:ch:bench "$(printf 'z%.0s' $(seq 100))" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 | sed 's/.*: \([0-9.]* requests\)/\1/' | tee "$BENCH_TMP/pub1.txt"
 echo "redis-benchmark: PUBLISH 100-byte message, 50 connections, pipeline 16:"
-redis-benchmark -p "$REDIS_PORT" -c 50 -P 16 -n "$N" -q PUBLISH relay:ch:bench "$(printf 'z%.0s' $(seq 100))" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 | tee "$BENCH_TMP/pub50.txt"
+redis-benchmark -p "$REDIS_PORT" -c 50 -P 16 -n "$N" -q PUBLISH relay:ch:bench "$(printf 'z%.0s' $(seq 100))" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 | sed 's/.*: \([0-9.]* requests\)/\1/' | tee "$BENCH_TMP/pub50.txt"
 PUB_RPS=$(grep -ao '[0-9.]* requests per second' "$BENCH_TMP/pub1.txt" | awk '{print $1}')
-"${RC[@]}" DEL "$P:epoch" "$P:seq" "$P:hist" >/dev/null
+"${RC[@]}" DEL "${KEYS[@]}" >/dev/null
 
 bench_start_node n1
 "$RELAY_BENCH" --endpoints "$(bench_endpoints)" --node-pids "$(bench_node_pids)" \

@@ -39,7 +39,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 [ "$install" = 1 ] && deploy/install-deps.sh
 echo "== building relay-node and relayctl in $build_dir"
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+[ -f "$build_dir/CMakeCache.txt" ] || cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build_dir" -j "$(nproc)" --target relay-node relayctl >/dev/null
 [ -n "$secret" ] || secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
@@ -58,7 +58,10 @@ cleanup() {
   rm -rf "$work"
   echo "== stopped; nothing left running"
 }
-trap 'cleanup; exit 0' INT TERM
+# Ctrl-C also reaches our children (redis exits on SIGINT): remember the request and stop in
+# the main loop rather than mistaking a child's exit for a failure.
+stop_requested=0
+trap 'stop_requested=1' INT TERM
 trap cleanup EXIT
 
 wait_http() { # url, seconds
@@ -105,15 +108,17 @@ relay local cluster ready: $nodes nodes behind haproxy
 Press Ctrl-C to stop everything.
 READY
 
-if [ "$run_for" -gt 0 ]; then
-  sleep "$run_for" &
-  wait $! || true
-else
-  while :; do
-    for p in "${pids[@]}"; do
-      kill -0 "$p" 2>/dev/null || { echo "process $p exited; stopping" >&2; exit 1; }
-    done
-    sleep 1 &
-    wait $! || true
+deadline=$((SECONDS + run_for))
+while [ "$stop_requested" = 0 ]; do
+  [ "$run_for" -gt 0 ] && [ $SECONDS -ge $deadline ] && break
+  for p in "${pids[@]}"; do
+    if ! kill -0 "$p" 2>/dev/null; then
+      [ "$stop_requested" = 1 ] && break 2
+      echo "process $p exited; stopping" >&2
+      exit 1
+    fi
   done
-fi
+  sleep 1 &
+  wait $! || true
+done
+exit 0

@@ -72,17 +72,9 @@ static int restarting = -1; /* the restart (node index) in progress, -1 before t
 static bool sending = true;
 
 static const char *const node_ids[N_NODES] = {"r1", "r2", "r3"};
-static const char *const node_extra[] = {"--drain-delay",
-                                         "0",
-                                         "--drain-time",
-                                         "1",
-                                         "--rate-limit",
-                                         "10000",
-                                         "--rate-burst",
-                                         "20000",
-                                         "--node-ttl",
-                                         "3",
-                                         NULL};
+static const char *const node_extra[] = {
+    "--drain-delay", "0", "--drain-time", "1", "--rate-limit", "10000", "--rate-burst",
+    "20000",         NULL};
 
 static void client_send(client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
