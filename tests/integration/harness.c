@@ -155,6 +155,9 @@ static int proc_spawn(h_proc *p, char *const argv[], const char *label, char *er
         return 0; /* no watchdog: the child still dies with the test (PDEATHSIG) */
     pid_t w = fork();
     if (w == 0) {
+        /* Its own process group: Check kills the test's group when a test fails, and the
+         * watchdog must outlive that to print the log. */
+        setpgid(0, 0);
         close_fds_except(pfd[0]);
         watchdog_main(pfd[0], pid, p->log_path, p->label);
     }
