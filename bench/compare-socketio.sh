@@ -57,6 +57,7 @@ for round in $(seq "$ROUNDS"); do
         >"$BENCH_TMP/sio-$round.json" 2>"$BENCH_TMP/sio-$round.err" || cat "$BENCH_TMP/sio-$round.err"
     stop_pids "${SIO_PIDS[@]}"
 
+    # shellcheck disable=SC2034 # read by bench_endpoints in lib.sh
     NODE_PORTS=() NODE_PIDS=()
     bench_start_node "r$round-1"
     bench_start_node "r$round-2"

@@ -1,10 +1,12 @@
+# shellcheck shell=bash disable=SC2034
 # bench/lib.sh - shared helpers for the bench/*.sh scripts (sourced, not run).
 #
 # Each script starts its own redis-server and relay nodes on free loopback ports inside a
 # private temp directory, and everything it started is stopped by the EXIT trap (by pid, never
 # by name). Every wait is bounded.
 #
-# Environment: RELAY_BUILD (default: <repo>/build) holds relay-node and relay-bench.
+# Environment: RELAY_BUILD (default: <repo>/build) holds relay-node and relay-bench; NODE_LOG sets
+# the nodes' --log-level (default warn); node logs are in the temp dir, removed on exit.
 
 set -euo pipefail
 

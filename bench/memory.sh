@@ -20,7 +20,7 @@ bench_start_redis
 # idle_run NAME CONNS PROCS: starts a fresh node, holds CONNS joined connections with PROCS
 # bench processes until all are joined, prints "joined failed rss_before rss_after".
 idle_run() {
-    local name=$1 conns=$2 procs=$3 per i pids=() ready
+    local name=$1 conns=$2 procs=$3 per i pids=()
     NODE_PORTS=() NODE_PIDS=()
     bench_start_node "$name"
     local node=${NODE_PIDS[0]}

@@ -42,8 +42,8 @@ int queue_push(queue *q, void *item)
     int rc = -1;
     if (q->len < q->capacity) {
         q->items[(q->head + q->len) % q->capacity] = item;
+        rc = q->len == 0;
         q->len++;
-        rc = 0;
     }
     pthread_mutex_unlock(&q->lock);
     return rc;

@@ -66,8 +66,10 @@ static void br_send(bridge *b, bcmd *c, codec_blob ref)
     }
     uint64_t conn_id = c->conn_id;
     bool answers = c->kind == BC_JOIN || c->kind == BC_OP || c->kind == BC_SYNC;
-    if (queue_push(b->to_redis, c) == 0) {
-        bridge_wake(b);
+    int rc = queue_push(b->to_redis, c);
+    if (rc >= 0) {
+        if (rc == 1)
+            bridge_wake(b);
         return;
     }
     log_warn("Redis request queue full: refusing a request");
@@ -218,12 +220,14 @@ static void br_session_resume(backend *b, uint64_t conn_id, const char *session_
     c->sid = br_str(c, session_id);
     c->rt = br_str(c, resume_token);
     c->new_rt = br_str(c, new_resume_token);
-    if (queue_push(br_of(b)->to_redis, c) < 0) {
+    int rc = queue_push(br_of(b)->to_redis, c);
+    if (rc < 0) {
         free(c);
         b->ev.resumed(b->ev.ctx, conn_id, NULL, "node overloaded, retry");
         return;
     }
-    bridge_wake(br_of(b));
+    if (rc == 1)
+        bridge_wake(br_of(b));
 }
 
 static void br_tick(backend *b, const relay_stats *st)

@@ -34,8 +34,11 @@ void bridge_event_free(bevt *e)
 
 int bridge_push_event(bridge *b, bevt *e)
 {
-    if (queue_push(b->to_lws, e) < 0)
+    int rc = queue_push(b->to_lws, e);
+    if (rc < 0)
         return -1;
+    if (rc == 0)
+        return 0; /* the WebSocket thread has a wake pending and drains the whole queue */
     pthread_mutex_lock(&b->ctx_lock);
     if (b->lws_ctx)
         lws_cancel_service(b->lws_ctx);
@@ -61,6 +64,12 @@ void bridge_reply_error(bridge *b, uint64_t conn_id, const char *code, const cha
 bool bridge_link_up(const bridge *b)
 {
     return b->state == LINK_UP;
+}
+
+void bridge_saw_reply(bridge *b, const void *reply)
+{
+    if (reply)
+        b->last_reply_ms = clock_mono_ms();
 }
 
 void bridge_owner(const bridge *b, uint64_t conn_id, char *out, size_t outlen)
@@ -107,7 +116,7 @@ static void bridge_maybe_up(bridge *b)
             return;
     int64_t now = clock_mono_ms();
     b->state = LINK_UP;
-    b->link_up_ms = b->last_pong_ms = b->last_canary_ms = now;
+    b->link_up_ms = b->last_pong_ms = b->last_canary_ms = b->last_reply_ms = now;
     b->ping_outstanding = false;
     b->backoff_ms = 100;
     log_info("redis %s:%d up", b->host, b->port);
@@ -238,6 +247,7 @@ static void bridge_on_subscribe_reply(redisAsyncContext *ac, void *r, void *priv
     }
     if (strcmp(kind, "message") != 0 || data->type != REDIS_REPLY_STRING)
         return;
+    b->last_canary_ms = clock_mono_ms(); /* anything arriving proves the subscription works */
     if (is_ctl)
         bridge_cluster_on_control(b, data->str, data->len);
     else
@@ -319,7 +329,8 @@ static void bridge_check_health(bridge *b, int64_t now)
     }
     if (b->state != LINK_UP)
         return;
-    if (b->ping_outstanding && now - b->ping_sent_ms > BRIDGE_PING_DEADLINE_MS) {
+    if (b->ping_outstanding && now - b->ping_sent_ms > BRIDGE_PING_DEADLINE_MS &&
+        now - b->last_reply_ms > BRIDGE_PING_DEADLINE_MS) {
         bridge_link_down(b, "PING deadline missed");
         return;
     }

@@ -140,7 +140,7 @@ typedef struct bridge {
     link_state state;
     bool cmd_ok, sub_ok;
     int64_t link_up_ms, next_connect_ms, backoff_ms;
-    int64_t ping_sent_ms, last_pong_ms, last_canary_ms, last_beat_ms;
+    int64_t ping_sent_ms, last_pong_ms, last_canary_ms, last_beat_ms, last_reply_ms;
     bool ping_outstanding;
     char sha[SCRIPT_COUNT][41];
     hmap *docs;    /* doc id -> bdoc */
@@ -167,6 +167,9 @@ void bridge_event_free(bevt *e);
 void bridge_reply_error(bridge *b, uint64_t conn_id, const char *code, const char *message,
                         codec_blob ref);
 bool bridge_link_up(const bridge *b);
+/* Notes that Redis answered (reply non-NULL): a busy link is a live one, even while a PING waits
+ * behind a long pipeline. */
+void bridge_saw_reply(bridge *b, const void *reply);
 void bridge_link_down(bridge *b, const char *why);
 int bridge_evalsha(bridge *b, redisCallbackFn *fn, void *privdata, bridge_script s, int nkeys,
                    int nargs, const char **argv, const size_t *lens);

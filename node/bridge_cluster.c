@@ -112,6 +112,7 @@ static void cluster_on_beat(redisAsyncContext *ac, void *r, void *privdata)
 {
     bridge *b = ac->data;
     redisReply *reply = r;
+    bridge_saw_reply(b, reply);
     (void)privdata;
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[1]->type != REDIS_REPLY_ARRAY ||

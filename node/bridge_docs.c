@@ -328,6 +328,7 @@ static void docs_on_repair(redisAsyncContext *ac, void *r, void *privdata)
 {
     bridge *b = ac->data;
     redisReply *reply = r;
+    bridge_saw_reply(b, reply);
     char *doc = privdata;
     bdoc *d = bridge_doc(b, doc, false);
     free(doc);

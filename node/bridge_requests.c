@@ -139,6 +139,7 @@ static void req_on_join(redisAsyncContext *ac, void *r, void *privdata)
 {
     bridge *b = ac->data;
     redisReply *reply = r;
+    bridge_saw_reply(b, reply);
     bcmd *c = privdata;
     req_check_error(b, reply);
     if (!req_reply_array(reply, 4) || reply->element[0]->type != REDIS_REPLY_STRING ||
@@ -274,6 +275,7 @@ static void req_on_op(redisAsyncContext *ac, void *r, void *privdata)
 {
     bridge *b = ac->data;
     redisReply *reply = r;
+    bridge_saw_reply(b, reply);
     bcmd *c = privdata;
     req_check_error(b, reply);
     if (!req_reply_array(reply, 3) || reply->element[1]->type != REDIS_REPLY_STRING) {
@@ -416,6 +418,7 @@ static void req_on_sync(redisAsyncContext *ac, void *r, void *privdata)
 {
     bridge *b = ac->data;
     redisReply *reply = r;
+    bridge_saw_reply(b, reply);
     bcmd *c = privdata;
     req_check_error(b, reply);
     if (!req_reply_array(reply, 5) || reply->element[0]->type != REDIS_REPLY_STRING ||

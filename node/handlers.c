@@ -205,6 +205,14 @@ static bool handlers_joined_and_ready(relay_node *n, session *s, const codec_req
     return true;
 }
 
+/* The backend owes s exactly one reply for what is being sent (ack, sync_response, or an error
+ * instead); handlers_ev_reply settles it. */
+static void handlers_owe_reply(session *s)
+{
+    s->inflight++;
+    node_flow_control(s);
+}
+
 static void handlers_request(relay_node *n, session *s, const codec_request *req)
 {
     backend_member m = node_member(s);
@@ -219,17 +227,21 @@ static void handlers_request(relay_node *n, session *s, const codec_request *req
         handlers_leave(n, s, req);
         break;
     case CODEC_OPERATION:
-        if (handlers_joined_and_ready(n, s, req))
+        if (handlers_joined_and_ready(n, s, req)) {
+            handlers_owe_reply(s);
             n->backend->vt->operation(n->backend, &m, req->ref, req->payload);
+        }
         break;
     case CODEC_CURSOR:
         if (handlers_joined_and_ready(n, s, req))
             n->backend->vt->cursor(n->backend, &m, req->cursor);
         break;
     case CODEC_SYNC_REQUEST:
-        if (handlers_joined_and_ready(n, s, req))
+        if (handlers_joined_and_ready(n, s, req)) {
+            handlers_owe_reply(s);
             n->backend->vt->sync(n->backend, s->conn_id, s->document_id, req->since, req->limit,
                                  req->ref);
+        }
         break;
     case CODEC_PING: {
         msgbuf *pong = codec_encode_pong(req->ref);
@@ -336,6 +348,13 @@ static void handlers_ev_reply(void *ctx, uint64_t conn_id, msgbuf *m)
     if (!s) {
         msgbuf_unref(m);
         return;
+    }
+    if (s->request_pending && !s->document_joined && s->sub.doc) {
+        /* The only reply a pending first join gets besides joined_document: its error. */
+        s->request_pending = false;
+        handlers_unsubscribe(n, s);
+    } else if (s->inflight) {
+        s->inflight--;
     }
     node_reply(n, s, m);
 }

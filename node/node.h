@@ -71,6 +71,10 @@ session *node_session(relay_node *n, uint64_t conn_id);
  * queue closes the connection (1008): replies are never dropped silently. */
 void node_reply(relay_node *n, session *s, msgbuf *m);
 
+/* Flow control: a client whose queued plus owed replies reach SESSION_DIRECT_PAUSE stops being
+ * read until they drop to SESSION_DIRECT_RESUME. Nothing is dropped; the connection stays. */
+void node_flow_control(session *s);
+
 /* Convenience: queues error {code, message, ref}. */
 void node_reply_error(relay_node *n, session *s, const char *code, const char *message,
                       codec_blob ref);

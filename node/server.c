@@ -51,12 +51,20 @@ void node_reply(relay_node *n, session *s, msgbuf *m)
         node_close(n, s, LWS_CLOSE_STATUS_POLICY_VIOLATION, "reply queue overflow");
         return;
     }
-    /* Flow control: a client that sends faster than it reads its replies stops being read. */
-    if (!s->rx_paused && s->dq_len >= SESSION_DIRECT_PAUSE) {
+    node_flow_control(s);
+    node_wake(n, s);
+}
+
+void node_flow_control(session *s)
+{
+    unsigned load = session_reply_load(s);
+    if (!s->rx_paused && load >= SESSION_DIRECT_PAUSE) {
         s->rx_paused = true;
         lws_rx_flow_control(s->wsi, 0);
+    } else if (s->rx_paused && load <= SESSION_DIRECT_RESUME) {
+        s->rx_paused = false;
+        lws_rx_flow_control(s->wsi, 1);
     }
-    node_wake(n, s);
 }
 
 void node_reply_error(relay_node *n, session *s, const char *code, const char *message,

@@ -57,6 +57,8 @@ typedef struct session {
     msgbuf *direct[SESSION_DIRECT_CAP];
     unsigned dq_head, dq_len;
     bool rx_paused;
+    unsigned inflight; /* requests handed to the backend whose one reply has not come back:
+                          they hold a place in the queue, so flow control counts them */
 
     channel_sub sub;       /* document + presence read positions */
     msgbuf *carry;         /* taken from a queue but left for the next write */
@@ -109,6 +111,12 @@ int session_set_identity(session *s, const char *session_id, const char *user_id
 /* Queues a direct reply, taking the caller's reference. Returns 0, or -1 when the queue is full
  * (the reference is released). */
 int session_reply(session *s, msgbuf *m);
+
+/* Replies queued plus replies owed: what flow control compares with the queue's size. */
+static inline unsigned session_reply_load(const session *s)
+{
+    return s->dq_len + s->inflight;
+}
 
 /* Removes and returns the oldest queued reply (caller owns it), or NULL. */
 msgbuf *session_reply_pop(session *s);

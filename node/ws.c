@@ -114,10 +114,7 @@ static msgbuf *ws_next(relay_node *n, session *s)
     }
     m = session_reply_pop(s);
     if (m) {
-        if (s->rx_paused && s->dq_len <= SESSION_DIRECT_RESUME) {
-            s->rx_paused = false;
-            lws_rx_flow_control(s->wsi, 1);
-        }
+        node_flow_control(s);
         return m;
     }
     return s->close_code && !s->close_flush ? NULL : ws_next_broadcast(n, s);

@@ -20,8 +20,9 @@ queue *queue_create(size_t capacity);
 /* Frees the queue; items still inside are passed to free_item (if not NULL). */
 void queue_destroy(queue *q, void (*free_item)(void *item));
 
-/* Appends item. Returns 0, or -1 when the queue is full (the caller keeps the item). Any
- * thread. */
+/* Appends item. Returns 1 when the queue was empty (the consumer may be asleep: wake it), 0
+ * when it was not (a wake is already on its way: the consumer drains until empty), or -1 when
+ * the queue is full (the caller keeps the item). Any thread. */
 int queue_push(queue *q, void *item);
 
 /* Moves up to max items into out, oldest first; returns how many. Any thread. */

@@ -15,8 +15,9 @@ START_TEST(fifo_and_bound)
 {
     queue *q = queue_create(4);
     ck_assert_ptr_nonnull(q);
+    /* Only the push into an empty queue asks for a wake. */
     for (uintptr_t i = 1; i <= 4; i++)
-        ck_assert_int_eq(queue_push(q, (void *)i), 0);
+        ck_assert_int_eq(queue_push(q, (void *)i), i == 1);
     ck_assert_int_eq(queue_push(q, (void *)5), -1);
     ck_assert_uint_eq(queue_length(q), 4);
     void *out[8];
@@ -28,6 +29,7 @@ START_TEST(fifo_and_bound)
     ck_assert_ptr_eq(out[0], (void *)4);
     ck_assert_ptr_eq(out[1], (void *)6);
     ck_assert_uint_eq(queue_pop_many(q, out, 8), 0);
+    ck_assert_int_eq(queue_push(q, (void *)7), 1); /* drained: the consumer must be woken */
     queue_destroy(q, NULL);
 }
 END_TEST
@@ -44,7 +46,7 @@ START_TEST(destroy_frees_what_is_left)
 {
     queue *q = queue_create(8);
     for (int i = 0; i < 5; i++)
-        ck_assert_int_eq(queue_push(q, malloc(16)), 0);
+        ck_assert_int_ge(queue_push(q, malloc(16)), 0);
     freed = 0;
     queue_destroy(q, count_free);
     ck_assert_int_eq(freed, 5);
