@@ -129,7 +129,8 @@ void bridge_link_down(bridge *b, const char *why)
 {
     if (b->state == LINK_DOWN)
         return;
-    log_warn("redis %s:%d down: %s", b->host, b->port, why);
+    log_write(b->stop_requested ? LOG_INFO : LOG_WARN, "redis %s:%d down: %s", b->host, b->port,
+              why);
     atomic_store(&b->ready, false);
     b->state = LINK_DOWN;
     b->cmd_ok = b->sub_ok = false;

@@ -148,7 +148,7 @@ int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         return listener_read_head(wsi, p);
     case LWS_CALLBACK_RAW_CLOSE_FILE:
         if (p && p->is_listener)
-            log_warn("listening socket closed");
+            log_debug("listening socket closed");
         return 0;
     default:
         return 0;
