@@ -52,6 +52,18 @@ size_t ring_capacity(const ring *r)
     return r->capacity;
 }
 
+void ring_release_before(ring *r, uint64_t pos)
+{
+    uint64_t oldest = r->head > r->capacity ? r->head - r->capacity : 0;
+    if (pos > r->head)
+        pos = r->head;
+    for (uint64_t p = oldest; p < pos; p++) {
+        msgbuf **slot = &r->slots[p % r->capacity];
+        msgbuf_unref(*slot);
+        *slot = NULL;
+    }
+}
+
 msgbuf *ring_at(const ring *r, uint64_t pos)
 {
     uint64_t oldest = r->head > r->capacity ? r->head - r->capacity : 0;

@@ -164,6 +164,25 @@ bool channel_superseded(const channel_sub *sub, chan_kind kind, const msgbuf *m)
     return false;
 }
 
+static int channel_trim_doc(const void *key, size_t klen, void *value, void *ud)
+{
+    (void)key, (void)klen, (void)ud;
+    channel_doc *doc = value;
+    for (int k = 0; k < 2; k++) {
+        uint64_t low = ring_head(doc->rings[k]);
+        for (channel_sub *s = doc->subs; s; s = s->next)
+            if (s->pos[k] < low)
+                low = s->pos[k];
+        ring_release_before(doc->rings[k], low);
+    }
+    return 0;
+}
+
+void channel_registry_trim(channel_registry *reg)
+{
+    hmap_each(reg->docs, channel_trim_doc, NULL);
+}
+
 void channel_heads(const channel_sub *sub, uint64_t heads[2])
 {
     for (int k = 0; k < 2; k++)

@@ -62,6 +62,10 @@ msgbuf *channel_peek(channel_sub *sub, chan_kind kind);
  * coalesce key as m (the message at its position) is waiting: m can be skipped. */
 bool channel_superseded(const channel_sub *sub, chan_kind kind, const msgbuf *m);
 
+/* Releases ring messages every local subscriber has already read, so idle documents hold no
+ * broadcasts. Cost: one pass over the subscribers; called about once a second. */
+void channel_registry_trim(channel_registry *reg);
+
 /* Current ring heads of sub's document (0 when not subscribed) into heads[2]. */
 void channel_heads(const channel_sub *sub, uint64_t heads[2]);
 

@@ -43,6 +43,7 @@ typedef struct relay_node {
     int64_t phase_deadline_ms;
     lws_sorted_usec_list_t tick_sul;
     int64_t last_backend_tick_ms;
+    int64_t last_trim_ms;
     char *cluster_stats;     /* latest /stats?scope=cluster JSON from the backend, or NULL */
     size_t cluster_nodes;    /* live nodes in it */
     uint64_t cluster_active; /* their connections */

@@ -1,5 +1,6 @@
 /* The node's lifetime: building the lws context and its parts, the service loop, the periodic
  * tick, and the drain that ends it. */
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,7 +22,7 @@ static const lws_retry_bo_t node_idle_policy = {
 };
 
 static const struct lws_protocols node_protocols[] = {
-    {"relay", ws_callback, sizeof(ws_pss), 4096, 0, NULL, 0},
+    {"relay", ws_callback, sizeof(ws_pss), 1024, 0, NULL, 0},
     {"relay-accept", listener_callback, sizeof(listener_pss), 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
@@ -173,6 +174,17 @@ static void node_shed(relay_node *n)
     hmap_each(n->conns, node_shed_one, &w);
 }
 
+/* A burst of handshakes leaves the heap full of small holes (header tables, accept buffers)
+ * between long-lived sessions; glibc keeps those pages until asked. Giving them back every few
+ * seconds keeps RSS near what is actually in use (docs/BENCHMARKS.md, memory). */
+static void node_trim(relay_node *n, int64_t now)
+{
+    if (now - n->last_trim_ms < 5000)
+        return;
+    n->last_trim_ms = now;
+    malloc_trim(64 * 1024);
+}
+
 static void node_on_signal(relay_node *n, int64_t now)
 {
     n->signal_pending = 0;
@@ -197,6 +209,8 @@ static void node_tick(lws_sorted_usec_list_t *sul)
         n->stats.documents = channel_registry_count(n->channels);
         n->backend->vt->tick(n->backend, &n->stats);
         node_shed(n);
+        channel_registry_trim(n->channels);
+        node_trim(n, now);
     }
     if (n->phase == NODE_DRAIN_WAIT && now >= n->phase_deadline_ms) {
         n->phase = NODE_DRAINING;

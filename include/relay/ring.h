@@ -39,6 +39,10 @@ size_t ring_capacity(const ring *r);
  * advances *pos by one after consuming the returned message. */
 msgbuf *ring_peek(const ring *r, uint64_t *pos, uint64_t *missed);
 
+/* Releases every retained message at a position before pos: no reader will ask for them (the
+ * caller passes the lowest reader position). Lets an idle document hold no messages. */
+void ring_release_before(ring *r, uint64_t pos);
+
 /* The message at pos without a reference, or NULL when pos is not retained. */
 msgbuf *ring_at(const ring *r, uint64_t pos);
 
