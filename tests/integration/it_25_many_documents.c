@@ -197,7 +197,7 @@ static json_t *expected_channels(const bool *in_use)
     return want;
 }
 
-/* Sorted copy of a JSON string array. */
+/* Sorted copy of a JSON string array; takes the caller's reference to arr. */
 static json_t *sorted(json_t *arr)
 {
     size_t n = json_array_size(arr);
@@ -213,6 +213,7 @@ static json_t *sorted(json_t *arr)
         json_array_append(out, json_array_get(arr, best));
     }
     free(used);
+    json_decref(arr);
     return out;
 }
 
@@ -409,6 +410,10 @@ START_TEST(subscriptions_follow_the_documents_in_use_and_nothing_leaks)
     /* The first round warms allocator caches and tables. After it, a sample moves by several
      * hundred KiB either way (allocator noise), so compare the best of the last two rounds with
      * the worst of rounds 2 and 3: a leak raises both. */
+    /* Under AddressSanitizer freed memory sits in its quarantine, so RSS says nothing about
+     * leaks there; the sanitizer's own leak check at the node's exit (h_node_finish asserts
+     * exit 0) stands in for this one in that build. */
+#if !defined(__SANITIZE_ADDRESS__)
     for (int n = 0; n < 2; n++) {
         long base = rss[1][n] > rss[2][n] ? rss[1][n] : rss[2][n];
         long last = rss[N_ROUNDS - 1][n] < rss[N_ROUNDS - 2][n] ? rss[N_ROUNDS - 1][n]
@@ -417,8 +422,14 @@ START_TEST(subscriptions_follow_the_documents_in_use_and_nothing_leaks)
                       "node %d RSS grew from %ld KiB (rounds 2-3) to %ld KiB (last two rounds)", n,
                       base, last);
     }
+#endif
     wsc_loop_destroy(fl->loop);
     free(fl);
+    /* Each node must stop cleanly: exit 0, which in the sanitizer build also means no leak. */
+    for (int n = 0; n < 2; n++) {
+        h_node_finish(nodes[n]);
+        nodes[n] = NULL;
+    }
 }
 END_TEST
 
