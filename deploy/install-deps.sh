@@ -7,7 +7,8 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git ca-certificates curl unzip procps iproute2
-  libwebsockets-dev libhiredis-dev libevent-dev libmsgpack-dev check libjansson-dev libjwt-dev
+  libwebsockets-dev libwebsockets-evlib-ev libev-dev libhiredis-dev libevent-dev libmsgpack-dev
+  check libjansson-dev libjwt-dev
   libssl-dev libsubunit-dev
   redis-server redis-tools haproxy
 )

@@ -15,6 +15,8 @@
 
 #include <libwebsockets.h>
 
+struct ev_loop;
+
 #include "backend.h"
 #include "channel.h"
 #include "relay/codec.h"
@@ -42,6 +44,8 @@ typedef struct relay_node {
     node_phase phase;
     int64_t phase_deadline_ms;
     lws_sorted_usec_list_t tick_sul;
+    struct ev_loop *evloop; /* the libev loop lws runs on (ours: see server.c) */
+    void *foreign_loops[1];
     int64_t last_backend_tick_ms;
     int64_t last_trim_ms;
     char *cluster_stats;     /* latest /stats?scope=cluster JSON from the backend, or NULL */
@@ -61,6 +65,9 @@ int node_run(relay_node *n);
 
 /* Frees everything. node_destroy(NULL) is a no-op. */
 void node_destroy(relay_node *n);
+
+/* Handles a stop request noted by a signal handler (WebSocket thread). */
+void node_check_signal(relay_node *n);
 
 /* Async-signal-safe: asks the running node to drain and stop. */
 void node_request_stop(relay_node *n);

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <ev.h>
+
 #include "handlers.h"
 #include "listener.h"
 #include "node.h"
@@ -20,6 +22,9 @@ static const lws_retry_bo_t node_idle_policy = {
     .secs_since_valid_ping = 30,
     .secs_since_valid_hangup = 70,
 };
+
+/* The node lws' signal callback reports to (one node per process). */
+static relay_node *node_signal_target;
 
 static const struct lws_protocols node_protocols[] = {
     {"relay", ws_callback, sizeof(ws_pss), 1024, 0, NULL, 0},
@@ -216,8 +221,13 @@ static void node_tick(lws_sorted_usec_list_t *sul)
         n->phase = NODE_DRAINING;
         n->phase_deadline_ms = now + (int64_t)n->cfg->drain_time * 1000;
     }
+    node_check_signal(n);
     if (n->phase == NODE_DRAINING)
         node_drain_step(n, now);
+    if (n->phase == NODE_STOPPED) {
+        ev_break(n->evloop, EVBREAK_ALL);
+        return;
+    }
     lws_sul_schedule(n->ctx, 0, &n->tick_sul, node_tick, NODE_TICK_US);
 }
 
@@ -232,6 +242,16 @@ static void node_lws_log(int level, const char *line)
         n--;
     log_level lv = level & LLL_ERR ? LOG_ERROR : level & LLL_WARN ? LOG_WARN : LOG_DEBUG;
     log_write(lv, "lws: %.*s", (int)n, line);
+}
+
+/* With an event library, lws watches SIGINT itself and reports it here. */
+static void node_on_lws_signal(void *handle, int signum)
+{
+    (void)handle, (void)signum;
+    if (node_signal_target) {
+        node_signal_target->signal_pending = 1;
+        node_check_signal(node_signal_target);
+    }
 }
 
 static void node_wake_sub(channel_sub *sub, void *ud)
@@ -281,6 +301,7 @@ relay_node *node_create(const relay_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     n->cfg = cfg;
+    node_signal_target = n;
     if (node_make_parts(n, err, errlen) < 0) {
         node_destroy(n);
         return NULL;
@@ -296,7 +317,21 @@ relay_node *node_create(const relay_config *cfg, char *err, size_t errlen)
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* we accept ourselves: see listener.h */
     info.protocols = node_protocols;
     info.user = n;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    /* libev (epoll) rather than lws' default poll(): poll scans every socket on every turn of
+     * the loop, which at tens of thousands of connections costs more than the work itself. The
+     * loop is ours so the node decides when it ends. */
+    n->evloop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (!n->evloop) {
+        snprintf(err, errlen, "cannot create the event loop");
+        close(lfd);
+        node_destroy(n);
+        return NULL;
+    }
+    n->foreign_loops[0] = n->evloop;
+    info.foreign_loops = n->foreign_loops;
+    info.signal_cb = node_on_lws_signal;
+    info.options =
+        LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6 | LWS_SERVER_OPTION_LIBEV;
     info.timeout_secs = 10;
     info.retry_and_idle_policy = &node_idle_policy;
     info.vhost_name = "relay";
@@ -322,14 +357,15 @@ relay_node *node_create(const relay_config *cfg, char *err, size_t errlen)
     return n;
 }
 
+void node_check_signal(relay_node *n)
+{
+    if (n->signal_pending)
+        node_on_signal(n, clock_mono_ms());
+}
+
 int node_run(relay_node *n)
 {
-    while (n->phase != NODE_STOPPED) {
-        if (lws_service(n->ctx, 0) < 0)
-            break;
-        if (n->signal_pending)
-            node_on_signal(n, clock_mono_ms());
-    }
+    ev_run(n->evloop, 0); /* until node_tick breaks it when the node has stopped */
     log_info("relay-node %s stopped", n->cfg->node_id);
     return n->exit_code;
 }
@@ -348,6 +384,10 @@ void node_destroy(relay_node *n)
         n->backend->vt->stop(n->backend); /* after the last leave: then leave the cluster */
     backend_destroy(n->backend);
     channel_registry_destroy(n->channels);
+    if (n->evloop)
+        ev_loop_destroy(n->evloop);
+    if (node_signal_target == n)
+        node_signal_target = NULL;
     hmap_destroy(n->conns);
     token_verifier_destroy(n->tokens);
     free(n->cluster_stats);

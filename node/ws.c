@@ -251,6 +251,7 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
         ws_on_closed(n, pss);
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        node_check_signal(n);
         n->backend->vt->poll(n->backend);
         return 0;
     default:
