@@ -32,7 +32,7 @@ bench_cleanup() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
     done
-    rm -rf "$BENCH_TMP"
+    if [ -n "${BENCH_KEEP:-}" ]; then echo "logs kept in $BENCH_TMP" >&2; else rm -rf "$BENCH_TMP"; fi
 }
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
