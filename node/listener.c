@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -64,6 +65,10 @@ static void listener_accept(struct lws *wsi, int lfd)
                 log_warn("accept: %s", strerror(errno));
             return;
         }
+        /* Small frames must leave at once: with Nagle a second write waits for the peer's
+         * delayed ACK (40 ms on Linux). */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         struct lws *conn = listener_adopt(vhost, fd);
         if (!conn) {
             close(fd);
