@@ -103,9 +103,11 @@ typedef struct bdoc {
     int64_t unsub_at_ms; /* when local reached 0: unsubscribe after the linger */
     bool has_base;       /* epoch/last_seq known */
     char epoch[33];
-    uint64_t last_seq; /* last operation delivered to the WebSocket thread */
-    bool repairing;    /* a history fetch is in flight */
-    wire_buf *pending; /* live document messages that arrived ahead of a gap */
+    char next_epoch[17]; /* the epoch scripts create if the document has none: drawn once and
+                            kept until Redis adopts it (no getrandom per operation) */
+    uint64_t last_seq;   /* last operation delivered to the WebSocket thread */
+    bool repairing;      /* a history fetch is in flight */
+    wire_buf *pending;   /* live document messages that arrived ahead of a gap */
     size_t n_pending, cap_pending;
 } bdoc;
 
@@ -175,6 +177,8 @@ int bridge_evalsha(bridge *b, redisCallbackFn *fn, void *privdata, bridge_script
                    int nargs, const char **argv, const size_t *lens);
 void bridge_owner(const bridge *b, uint64_t conn_id, char *out, size_t outlen);
 void bridge_new_epoch(char out[17]);
+/* The epoch a script should create for doc if Redis has none (see bdoc.next_epoch). */
+void bridge_epoch_candidate(bridge *b, const char *doc, char out[17]);
 
 /* Keys and channels of one document (docs/REDIS.md). */
 typedef struct doc_keys {

@@ -24,6 +24,25 @@ void bridge_doc_keys(const bridge *b, const char *doc, doc_keys *k)
     snprintf(k->members, sizeof k->members, "%snode:%s:members", b->prefix, b->node_id);
 }
 
+void bridge_epoch_candidate(bridge *b, const char *doc, char out[17])
+{
+    bdoc *d = bridge_doc(b, doc, false);
+    if (!d) {
+        bridge_new_epoch(out);
+        return;
+    }
+    if (!d->next_epoch[0])
+        bridge_new_epoch(d->next_epoch);
+    memcpy(out, d->next_epoch, 17);
+}
+
+/* d->epoch was just set from Redis: a candidate Redis adopted must not be offered again. */
+static void docs_epoch_adopted(bdoc *d)
+{
+    if (!strcmp(d->epoch, d->next_epoch))
+        d->next_epoch[0] = '\0';
+}
+
 bdoc *bridge_doc(bridge *b, const char *doc, bool create)
 {
     bdoc *d = hmap_get(b->docs, doc, strlen(doc));
@@ -149,6 +168,7 @@ static void docs_reset(bridge *b, bdoc *d, const char *epoch, size_t len)
 {
     log_warn("document %s: history lost, epoch %s -> %.*s", d->id, d->epoch, (int)len, epoch);
     docs_copy(d->epoch, sizeof d->epoch, epoch, len);
+    docs_epoch_adopted(d);
     d->last_seq = 0;
     bevt *e = calloc(1, sizeof *e);
     if (!e)
@@ -270,6 +290,7 @@ void bridge_docs_set_base(bridge *b, const char *doc, const char *epoch, size_t 
     if (!d->has_base) {
         d->has_base = true;
         docs_copy(d->epoch, sizeof d->epoch, epoch, len);
+        docs_epoch_adopted(d);
         d->last_seq = seq;
         docs_drain_pending(b, d);
     } else if (!docs_same_epoch(d, epoch, len)) {
@@ -376,7 +397,7 @@ static void docs_repair(bridge *b, bdoc *d)
     char since[24], limit[12], epoch[17], ttl[16];
     snprintf(since, sizeof since, "%llu", (unsigned long long)d->last_seq);
     snprintf(limit, sizeof limit, "%d", BRIDGE_REPAIR_PAGE);
-    bridge_new_epoch(epoch);
+    bridge_epoch_candidate(b, d->id, epoch);
     snprintf(ttl, sizeof ttl, "%d", b->lim.history_ttl_s);
     const char *argv[] = {k.epoch, k.seq, k.hist, since, limit, epoch, ttl};
     char *doc = strdup(d->id);
@@ -425,7 +446,7 @@ static int docs_reregister_cb(const void *k, size_t kl, void *v, void *ud)
     bridge_doc_keys(b, m->doc, &keys);
     char owner[200], epoch[17], ttl[16], entry[200];
     bridge_owner(b, m->conn_id, owner, sizeof owner);
-    bridge_new_epoch(epoch);
+    bridge_epoch_candidate(b, m->doc, epoch);
     snprintf(ttl, sizeof ttl, "%d", b->lim.history_ttl_s);
     snprintf(entry, sizeof entry, "%s\t%s", m->doc, m->sid);
     const char *argv[] = {keys.epoch,    keys.seq,    keys.hist,

@@ -165,7 +165,7 @@ void bridge_docs_join(bridge *b, bcmd *c)
     bridge_doc_keys(b, c->doc, &k);
     char owner[200], epoch[17], ttl[16], entry[200];
     bridge_owner(b, c->conn_id, owner, sizeof owner);
-    bridge_new_epoch(epoch);
+    bridge_epoch_candidate(b, c->doc, epoch);
     snprintf(ttl, sizeof ttl, "%d", b->lim.history_ttl_s);
     req_member_key(c->doc, c->sid, entry, sizeof entry);
     wire_buf member = {0}, msg = {0};
@@ -311,7 +311,7 @@ void bridge_docs_op(bridge *b, bcmd *c)
     snprintf(hist_len, sizeof hist_len, "%zu", b->lim.history_length);
     snprintf(ttl, sizeof ttl, "%d", b->lim.history_ttl_s);
     snprintf(dedup_ttl, sizeof dedup_ttl, "%d", b->lim.dedup_window_s);
-    bridge_new_epoch(epoch);
+    bridge_epoch_candidate(b, c->doc, epoch);
     wire_buf prefix = {0}, suffix = {0};
     int ok = wire_op_prefix(&prefix, b->node_id, c->conn_id) == 0 &&
              wire_op_suffix(&suffix, c->user_id, c->sid, c->blob) == 0;
@@ -443,7 +443,7 @@ void bridge_docs_sync(bridge *b, bcmd *c)
         lim = c->limit;
     snprintf(since, sizeof since, "%llu", (unsigned long long)c->since);
     snprintf(limit, sizeof limit, "%u", lim);
-    bridge_new_epoch(epoch);
+    bridge_epoch_candidate(b, c->doc, epoch);
     snprintf(ttl, sizeof ttl, "%d", b->lim.history_ttl_s);
     const char *argv[] = {k.epoch, k.seq, k.hist, since, limit, epoch, ttl};
     if (!bridge_link_up(b) ||
