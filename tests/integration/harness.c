@@ -225,8 +225,7 @@ static void proc_cleanup(h_proc *p)
     unlink(p->log_path);
 }
 
-/* Reads a whole file into a malloc'd NUL-terminated string ("" if unreadable). */
-static char *read_file(const char *path)
+char *h_read_file(const char *path)
 {
     FILE *f = fopen(path, "r");
     size_t cap = 4096, len = 0;
@@ -413,7 +412,7 @@ int h_node_stop(h_node *n, int timeout_ms)
 
 char *h_node_log(const h_node *n)
 {
-    return read_file(n->proc.log_path);
+    return h_read_file(n->proc.log_path);
 }
 
 void h_node_destroy(h_node *n)
@@ -460,7 +459,7 @@ int h_run_node_cmd(int timeout_ms, char **output, const char *arg, ...)
         return -1;
     int st = proc_wait(&p, timeout_ms);
     if (output)
-        *output = read_file(p.log_path);
+        *output = h_read_file(p.log_path);
     proc_cleanup(&p);
     return st;
 }
@@ -527,7 +526,7 @@ h_redis *h_redis_try_start(char *err, size_t errlen)
             struct timespec ts = {0, 10 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
-        char *log = read_file(r->proc.log_path);
+        char *log = h_read_file(r->proc.log_path);
         snprintf(err, errlen, "redis-server on port %d did not start; log:\n%.1000s", r->port,
                  log ? log : "");
         free(log);

@@ -35,6 +35,10 @@
 /* Per-test time limit to pass to tcase_set_timeout(). */
 #define H_TCASE_TIMEOUT 60
 
+/* Reads a whole file into a malloc'd NUL-terminated string ("" if unreadable, NULL when out of
+ * memory). */
+char *h_read_file(const char *path);
+
 /* Returns a TCP port on 127.0.0.1 that was free a moment ago, or -1. */
 int h_free_port(void);
 

@@ -69,36 +69,6 @@ static void hc_rm_tree(const char *dir)
         nftw(dir, hc_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Reads a whole file into a malloc'd NUL-terminated string ("" if unreadable). */
-static char *hc_read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        if (f)
-            fclose(f);
-        return NULL;
-    }
-    while (f) {
-        if (cap - len < 2) {
-            char *g = realloc(buf, cap * 2);
-            if (!g)
-                break;
-            buf = g;
-            cap *= 2;
-        }
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        if (n == 0)
-            break;
-        len += n;
-    }
-    if (f)
-        fclose(f);
-    buf[len] = 0;
-    return buf;
-}
-
 static void hc_watchdog_main(int rfd, pid_t child, const char *log_path, const char *cleanup_dir,
                              const char *label)
 {
@@ -116,7 +86,7 @@ static void hc_watchdog_main(int rfd, pid_t child, const char *log_path, const c
     /* Let it die before its files go (it is not our child: poll until it is gone). */
     for (int i = 0; i < 200 && kill(child, 0) == 0; i++)
         hc_sleep_ms(10);
-    char *log = hc_read_file(log_path);
+    char *log = h_read_file(log_path);
     fprintf(stderr, "---- %s: captured output ----\n%s---- end of %s ----\n", label, log ? log : "",
             label);
     free(log);
@@ -284,7 +254,7 @@ static int hc_redis_spawn(hc_redis *r, char *err, size_t errlen)
             return 0;
         hc_sleep_ms(10);
     }
-    char *log = hc_read_file(r->log_path);
+    char *log = h_read_file(r->log_path);
     snprintf(err, errlen, "redis-server on port %d did not start; log:\n%.1500s", r->port,
              log ? log : "");
     free(log);
@@ -644,7 +614,7 @@ static int hc_haproxy_try(hc_haproxy *p, h_node *const *nodes, size_t n, char *e
             return 0;
         hc_sleep_ms(20);
     }
-    char *log = hc_read_file(p->log_path);
+    char *log = h_read_file(p->log_path);
     snprintf(err, errlen, "haproxy on port %d did not pass /readyz; log:\n%.1500s", p->port,
              log ? log : "");
     free(log);

@@ -56,37 +56,6 @@ static void hd_close_fds_except(int keep)
             close(fd);
 }
 
-/* Reads a whole file into a malloc'd NUL-terminated string ("" if unreadable, NULL if out of
- * memory). */
-static char *hd_read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        if (f)
-            fclose(f);
-        return NULL;
-    }
-    while (f) {
-        if (cap - len < 2) {
-            char *g = realloc(buf, cap * 2);
-            if (!g)
-                break;
-            buf = g;
-            cap *= 2;
-        }
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        if (n == 0)
-            break;
-        len += n;
-    }
-    if (f)
-        fclose(f);
-    buf[len] = 0;
-    return buf;
-}
-
 /* True while some process is still in the group. */
 static bool hd_group_exists(pid_t pgid)
 {
@@ -131,7 +100,7 @@ static void hd_watchdog_main(int rfd, pid_t child, bool group, const char *log_p
         hd_stop_group(child, NULL, NULL); /* the leader's pid is the group id */
     else if (!reaped)
         kill(child, SIGKILL);
-    char *log = hd_read_file(log_path);
+    char *log = h_read_file(log_path);
     fprintf(stderr, "---- %s: captured output ----\n%s---- end of %s ----\n", label, log ? log : "",
             label);
     free(log);
@@ -281,7 +250,7 @@ int hd_proc_wait(hd_proc *p, int timeout_ms)
 
 char *hd_proc_log(const hd_proc *p, size_t maxlen)
 {
-    char *log = hd_read_file(p->log_path);
+    char *log = h_read_file(p->log_path);
     if (!log)
         return strdup("");
     size_t len = strlen(log);
