@@ -48,6 +48,8 @@ typedef struct relay_node {
     void *foreign_loops[1];
     int64_t last_backend_tick_ms;
     int64_t last_trim_ms;
+    uint64_t trim_churn;     /* connections opened + open at the last tick */
+    bool trim_pending;       /* connections came or went since the heap was last trimmed */
     char *cluster_stats;     /* latest /stats?scope=cluster JSON from the backend, or NULL */
     size_t cluster_nodes;    /* live nodes in it */
     uint64_t cluster_active; /* their connections */
