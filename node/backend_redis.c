@@ -444,6 +444,9 @@ backend *backend_redis_create(const backend_events *ev, const backend_limits *li
     b->base.vt = &br_vtable;
     b->base.ev = *ev;
     b->lim = *lim;
+    snprintf(b->s_history_ttl, sizeof b->s_history_ttl, "%d", lim->history_ttl_s);
+    snprintf(b->s_history_len, sizeof b->s_history_len, "%zu", lim->history_length);
+    snprintf(b->s_dedup_ttl, sizeof b->s_dedup_ttl, "%d", lim->dedup_window_s);
     b->node_ttl = rc->node_ttl_s;
     b->prefix = strdup(rc->prefix);
     b->node_id = strdup(rc->node_id);

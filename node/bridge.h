@@ -103,11 +103,12 @@ typedef struct bdoc {
     int64_t unsub_at_ms; /* when local reached 0: unsubscribe after the linger */
     bool has_base;       /* epoch/last_seq known */
     char epoch[33];
-    char next_epoch[17]; /* the epoch scripts create if the document has none: drawn once and
-                            kept until Redis adopts it (no getrandom per operation) */
-    uint64_t last_seq;   /* last operation delivered to the WebSocket thread */
-    bool repairing;      /* a history fetch is in flight */
-    wire_buf *pending;   /* live document messages that arrived ahead of a gap */
+    char next_epoch[17];   /* the epoch scripts create if the document has none: drawn once and
+                              kept until Redis adopts it (no getrandom per operation) */
+    struct doc_keys *keys; /* its key and channel names, formatted once (bridge_keys_for) */
+    uint64_t last_seq;     /* last operation delivered to the WebSocket thread */
+    bool repairing;        /* a history fetch is in flight */
+    wire_buf *pending;     /* live document messages that arrived ahead of a gap */
     size_t n_pending, cap_pending;
 } bdoc;
 
@@ -148,6 +149,7 @@ typedef struct bridge {
     hmap *docs;    /* doc id -> bdoc */
     hmap *members; /* "doc\tsid" -> bmember */
     relay_stats stats;
+    char s_history_ttl[16], s_history_len[24], s_dedup_ttl[16]; /* limits as script arguments */
     bcmd **deferred; /* leaves and releases that arrived while Redis was down */
     size_t n_deferred, cap_deferred;
     bool stop_requested;
@@ -181,13 +183,16 @@ void bridge_new_epoch(char out[17]);
 void bridge_epoch_candidate(bridge *b, const char *doc, char out[17]);
 
 /* Keys and channels of one document (docs/REDIS.md). */
-typedef struct doc_keys {
+typedef struct doc_keys doc_keys;
+struct doc_keys {
     char epoch[300], seq[300], hist[300], presence[300], owners[300], cursors[300];
     char ops_ch[300], pres_ch[300], members[300];
-} doc_keys;
+};
 
 /* bridge_docs.c */
 void bridge_doc_keys(const bridge *b, const char *doc, doc_keys *k);
+/* The keys of doc: those formatted once for a known document, else formatted into scratch. */
+const doc_keys *bridge_keys_for(bridge *b, const char *doc, doc_keys *scratch);
 bdoc *bridge_doc(bridge *b, const char *doc, bool create);
 /* A reply showed the document at (epoch, seq): set the base of a new document, or reset and
  * repair when the epoch changed, or repair when seq is ahead of what was delivered. */

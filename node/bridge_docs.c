@@ -43,6 +43,17 @@ static void docs_epoch_adopted(bdoc *d)
         d->next_epoch[0] = '\0';
 }
 
+const doc_keys *bridge_keys_for(bridge *b, const char *doc, doc_keys *scratch)
+{
+    bdoc *d = bridge_doc(b, doc, false);
+    if (d && !d->keys && (d->keys = malloc(sizeof *d->keys)) != NULL)
+        bridge_doc_keys(b, d->id, d->keys);
+    if (d && d->keys)
+        return d->keys;
+    bridge_doc_keys(b, doc, scratch);
+    return scratch;
+}
+
 bdoc *bridge_doc(bridge *b, const char *doc, bool create)
 {
     bdoc *d = hmap_get(b->docs, doc, strlen(doc));
@@ -71,6 +82,7 @@ static void docs_free_one(bridge *b, bdoc *d)
     hmap_del(b->docs, d->id, strlen(d->id));
     docs_pending_clear(d);
     free(d->pending);
+    free(d->keys);
     free(d);
 }
 
@@ -525,6 +537,7 @@ static int docs_free_cb(const void *k, size_t kl, void *v, void *ud)
     bdoc *d = v;
     docs_pending_clear(d);
     free(d->pending);
+    free(d->keys);
     free(d);
     return 0;
 }

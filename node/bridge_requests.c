@@ -298,9 +298,9 @@ void bridge_docs_op(bridge *b, bcmd *c)
         free(c);
         return;
     }
-    doc_keys k;
-    bridge_doc_keys(b, c->doc, &k);
-    char dedup[700], hist_len[16], ttl[16], epoch[17], dedup_ttl[16];
+    doc_keys scratch;
+    const doc_keys *k = bridge_keys_for(b, c->doc, &scratch);
+    char dedup[700], epoch[17];
     int dl = wire_doc_key(dedup, sizeof dedup, b->prefix, c->doc, "ref:");
     size_t dedup_len = dl > 0 ? (size_t)dl : 0;
     dedup_len += (size_t)snprintf(dedup + dedup_len, sizeof dedup - dedup_len, "%s:", c->sid);
@@ -308,27 +308,24 @@ void bridge_docs_op(bridge *b, bcmd *c)
         memcpy(dedup + dedup_len, c->ref.data, c->ref.len);
         dedup_len += c->ref.len;
     }
-    snprintf(hist_len, sizeof hist_len, "%zu", b->lim.history_length);
-    snprintf(ttl, sizeof ttl, "%d", b->lim.history_ttl_s);
-    snprintf(dedup_ttl, sizeof dedup_ttl, "%d", b->lim.dedup_window_s);
     bridge_epoch_candidate(b, c->doc, epoch);
     wire_buf prefix = {0}, suffix = {0};
     int ok = wire_op_prefix(&prefix, b->node_id, c->conn_id) == 0 &&
              wire_op_suffix(&suffix, c->user_id, c->sid, c->blob) == 0;
-    const char *argv[] = {k.epoch,
-                          k.seq,
-                          k.hist,
+    const char *argv[] = {k->epoch,
+                          k->seq,
+                          k->hist,
                           dedup,
-                          k.presence,
-                          k.owners,
-                          k.cursors,
+                          k->presence,
+                          k->owners,
+                          k->cursors,
                           (const char *)prefix.data,
                           (const char *)suffix.data,
-                          hist_len,
-                          ttl,
-                          k.ops_ch,
+                          b->s_history_len,
+                          b->s_history_ttl,
+                          k->ops_ch,
                           epoch,
-                          dedup_ttl,
+                          b->s_dedup_ttl,
                           c->ref.len ? "1" : "0"};
     size_t lens[15];
     for (int i = 0; i < 15; i++)
