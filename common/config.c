@@ -54,6 +54,8 @@ static const config_option config_options[] = {
      "Burst allowance per connection, messages"},
     {"max-connections", "RELAY_MAX_CONNECTIONS", OPT_INT, OFF(max_connections), 0, 10000000, "0",
      "Connection limit per node, 0 = bounded by open files"},
+    {"write-delay", "RELAY_WRITE_DELAY", OPT_INT, OFF(write_delay), 0, 1000, "5",
+     "Longest wait, ms, for a busy connection's broadcasts to leave in one write (0: never)"},
     {"history-length", "RELAY_HISTORY_LENGTH", OPT_INT, OFF(history_length), 1, 10000000, "10000",
      "Operations kept per document for sync_request"},
     {"history-ttl", "RELAY_HISTORY_TTL", OPT_INT, OFF(history_ttl), 1, 31536000, "86400",

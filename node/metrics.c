@@ -6,16 +6,17 @@
 
 json_t *metrics_stats_json(const char *node_id, const relay_stats *st)
 {
-    return json_pack("{s:s, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I}, s:I, "
-                     "s:I, s:I}",
-                     "node_id", node_id, "connections", "active", (json_int_t)st->active, "peak",
-                     (json_int_t)st->peak, "total", (json_int_t)st->total, "authenticated",
-                     (json_int_t)st->authenticated, "joined", (json_int_t)st->joined, "messages",
-                     "in", (json_int_t)st->msgs_in, "out", (json_int_t)st->msgs_out, "rejected",
-                     (json_int_t)st->rejected, "bytes", "in", (json_int_t)st->bytes_in, "out",
-                     (json_int_t)st->bytes_out, "lag_drops", (json_int_t)st->lag_drops,
-                     "auth_failures", (json_int_t)st->auth_failures, "documents",
-                     (json_int_t)st->documents);
+    return json_pack(
+        "{s:s, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I}, s:I, "
+        "s:I, s:I}",
+        "node_id", node_id, "connections", "active", (json_int_t)st->active, "peak",
+        (json_int_t)st->peak, "total", (json_int_t)st->total, "authenticated",
+        (json_int_t)st->authenticated, "joined", (json_int_t)st->joined, "messages", "in",
+        (json_int_t)st->msgs_in, "out", (json_int_t)st->msgs_out, "rejected",
+        (json_int_t)st->rejected, "writes", (json_int_t)st->writes, "bytes", "in",
+        (json_int_t)st->bytes_in, "out", (json_int_t)st->bytes_out, "lag_drops",
+        (json_int_t)st->lag_drops, "auth_failures", (json_int_t)st->auth_failures, "documents",
+        (json_int_t)st->documents);
 }
 
 void metrics_sum(json_t *acc, json_t *src)
@@ -56,6 +57,8 @@ static const metric_row metric_rows[] = {
     {"relay_messages_out_total", "counter", "Messages sent to clients", ST(msgs_out)},
     {"relay_messages_rejected_total", "counter", "Client messages answered with an error",
      ST(rejected)},
+    {"relay_writes_total", "counter", "Socket writes carrying messages to clients (one per batch)",
+     ST(writes)},
     {"relay_bytes_in_total", "counter", "Bytes received in client messages", ST(bytes_in)},
     {"relay_bytes_out_total", "counter", "Bytes sent in messages to clients", ST(bytes_out)},
     {"relay_lag_drops_total", "counter", "Broadcasts dropped for lagging clients", ST(lag_drops)},

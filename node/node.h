@@ -23,6 +23,7 @@ struct ev_loop;
 #include "relay/config.h"
 #include "relay/hmap.h"
 #include "relay/token.h"
+#include "pacer.h"
 #include "session.h"
 #include "stats.h"
 
@@ -45,6 +46,7 @@ typedef struct relay_node {
     int64_t phase_deadline_ms;
     lws_sorted_usec_list_t tick_sul;
     struct ev_loop *evloop; /* the libev loop lws runs on (ours: see server.c) */
+    pacer *pacer;           /* holds broadcast writes for the write delay (pacer.h) */
     void *foreign_loops[1];
     int64_t last_backend_tick_ms;
     int64_t last_trim_ms;
@@ -91,6 +93,9 @@ void node_reply_error(relay_node *n, session *s, const char *code, const char *m
 
 /* Asks for a writable callback on s unless one is pending. */
 void node_wake(relay_node *n, session *s);
+
+/* node_wake() for broadcasts: subject to the write delay (pacer.h). */
+void node_wake_broadcast(relay_node *n, session *s);
 
 /* Closes s with code after its queued replies are written. */
 void node_close(relay_node *n, session *s, int code, const char *reason);

@@ -46,6 +46,12 @@ void node_wake(relay_node *n, session *s)
     }
 }
 
+void node_wake_broadcast(relay_node *n, session *s)
+{
+    if (!pacer_hold(n->pacer, s))
+        node_wake(n, s);
+}
+
 void node_reply(relay_node *n, session *s, msgbuf *m)
 {
     if (s->close_code && s->state == SESSION_CLOSED) {
@@ -266,7 +272,12 @@ static void node_on_lws_signal(void *handle, int signum)
 
 static void node_wake_sub(channel_sub *sub, void *ud)
 {
-    node_wake(ud, session_from_sub(sub));
+    node_wake_broadcast(ud, session_from_sub(sub));
+}
+
+static void node_release_paced(session *s, void *ud)
+{
+    node_wake(ud, s);
 }
 
 static int node_make_parts(relay_node *n, char *err, size_t errlen)
@@ -338,6 +349,13 @@ relay_node *node_create(const relay_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     n->foreign_loops[0] = n->evloop;
+    n->pacer = pacer_create(n->evloop, cfg->write_delay, node_release_paced, n);
+    if (!n->pacer) {
+        snprintf(err, errlen, "out of memory");
+        close(lfd);
+        node_destroy(n);
+        return NULL;
+    }
     info.foreign_loops = n->foreign_loops;
     info.signal_cb = node_on_lws_signal;
     info.options =
@@ -394,6 +412,7 @@ void node_destroy(relay_node *n)
         n->backend->vt->stop(n->backend); /* after the last leave: then leave the cluster */
     backend_destroy(n->backend);
     channel_registry_destroy(n->channels);
+    pacer_destroy(n->pacer);
     if (n->evloop)
         ev_loop_destroy(n->evloop);
     if (node_signal_target == n)

@@ -15,6 +15,7 @@ typedef struct relay_stats {
     uint64_t authenticated; /* connections currently authenticated (joined or not) */
     uint64_t joined;        /* connections currently joined to their document */
     uint64_t msgs_in, msgs_out, rejected;
+    uint64_t writes; /* socket writes carrying messages: msgs_out / writes is the batching */
     uint64_t bytes_in, bytes_out;
     uint64_t lag_drops;
     uint64_t auth_failures;

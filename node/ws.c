@@ -144,6 +144,10 @@ static int ws_on_writeable(relay_node *n, session *s)
         bytes += m->len + 10;
     }
     int rc = 0;
+    if (count) {
+        pacer_wrote(n->pacer, s);
+        n->stats.writes++;
+    }
     if (count == 1 || (count && bytes > WS_BATCH_BYTES))
         rc = ws_write_one(n, s, batch[0]);
     else if (count > 1)
@@ -219,6 +223,7 @@ static void ws_on_closed(relay_node *n, ws_pss *pss)
     if (!s)
         return;
     pss->s = NULL;
+    pacer_forget(n->pacer, s);
     handlers_on_close(n, s);
     hmap_del(n->conns, &s->conn_id, sizeof s->conn_id);
     log_debug("conn=%llu closed", (unsigned long long)s->conn_id);

@@ -32,6 +32,7 @@ typedef struct relay_config {
     int rate_limit;
     int rate_burst;
     int max_connections;
+    int write_delay;
     int history_length;
     int history_ttl;
     int sync_limit;

@@ -404,6 +404,7 @@ static const char *const documented[][2] = {
     {"--rate-limit", "RELAY_RATE_LIMIT"},
     {"--rate-burst", "RELAY_RATE_BURST"},
     {"--max-connections", "RELAY_MAX_CONNECTIONS"},
+    {"--write-delay", "RELAY_WRITE_DELAY"},
     {"--history-length", "RELAY_HISTORY_LENGTH"},
     {"--auth-timeout", "RELAY_AUTH_TIMEOUT"},
     {"--resume-ttl", "RELAY_RESUME_TTL"},
