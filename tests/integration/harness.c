@@ -2,12 +2,10 @@
  * harness.c - processes for the integration tests: relay-node and redis-server on free loopback
  * ports, their captured logs and a watchdog that prints a log when its test dies; token minting.
  */
-#define _GNU_SOURCE /* pipe2 */
 #include "harness.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <jwt.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
@@ -15,13 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "harness_proc.h"
 #include "relay/clock.h"
 #include "relay/token.h"
 
@@ -47,182 +44,19 @@ int h_free_port(void)
     return port;
 }
 
-/* ---- Child processes ---------------------------------------------------------------------- */
-
-typedef struct h_proc {
-    pid_t pid;
-    pid_t watchdog;
-    int watchdog_fd; /* write end: 'r' = child reaped, 'q' = quiet exit, EOF = test died */
-    bool reaped;
-    int status;
-    char log_path[64];
-    char label[64];
-} h_proc;
-
-/* Closes every descriptor from 3 up except keep (-1 for none). */
-static void close_fds_except(int keep)
+/* Starts argv with its output in a fresh log file and a watchdog (harness_proc.h). */
+static hp_proc *proc_spawn(const char *const *argv, const char *label, char *err, size_t errlen)
 {
-    long max = sysconf(_SC_OPEN_MAX);
-    if (max < 0 || max > 65536)
-        max = 65536;
-    for (int fd = 3; fd < max; fd++)
-        if (fd != keep)
-            close(fd);
+    hp_opts o = {.argv = argv, .label = label};
+    return hp_start(&o, err, errlen);
 }
 
-/* Copies the file at path to stderr between two marker lines. */
-static void dump_file(const char *path, const char *label)
+/* SIGTERM, a grace period, then hp_destroy(). */
+static void proc_end(hp_proc *p)
 {
-    FILE *f = fopen(path, "r");
-    fprintf(stderr, "---- %s: captured output ----\n", label);
-    if (f) {
-        char buf[4096];
-        size_t n;
-        while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-            fwrite(buf, 1, n, stderr);
-        fclose(f);
-    }
-    fprintf(stderr, "---- end of %s ----\n", label);
-}
-
-/* The watchdog: waits for word from the test process; if the test dies first (EOF), kills the
- * child if it was not reaped, prints its log and removes it. */
-static void watchdog_main(int rfd, pid_t child, const char *log_path, const char *label)
-{
-    bool reaped = false;
-    for (;;) {
-        char c;
-        ssize_t n = read(rfd, &c, 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 1 && c == 'r') {
-            reaped = true;
-            continue;
-        }
-        if (n == 1 && c == 'q')
-            _exit(0);
-        break;
-    }
-    if (!reaped)
-        kill(child, SIGKILL);
-    dump_file(log_path, label);
-    unlink(log_path);
-    _exit(0);
-}
-
-/* Starts argv[0] with stdout and stderr sent to a fresh log file, plus its watchdog. Returns 0
- * or -1 with errno-based text in err. */
-static int proc_spawn(h_proc *p, char *const argv[], const char *label, char *err, size_t errlen)
-{
-    memset(p, 0, sizeof(*p));
-    p->watchdog_fd = -1;
-    snprintf(p->label, sizeof(p->label), "%s", label);
-    snprintf(p->log_path, sizeof(p->log_path), "/tmp/relay-it-XXXXXX");
-    int logfd = mkstemp(p->log_path);
-    if (logfd < 0) {
-        snprintf(err, errlen, "mkstemp: %s", strerror(errno));
-        return -1;
-    }
-    fflush(NULL);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        snprintf(err, errlen, "fork: %s", strerror(errno));
-        close(logfd);
-        unlink(p->log_path);
-        return -1;
-    }
-    if (pid == 0) {
-        /* The child must not outlive a test that died without tearing it down. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, 0);
-        dup2(logfd, 1);
-        dup2(logfd, 2);
-        close_fds_except(-1);
-        execvp(argv[0], argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(logfd);
-    p->pid = pid;
-
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0)
-        return 0; /* no watchdog: the child still dies with the test (PDEATHSIG) */
-    pid_t w = fork();
-    if (w == 0) {
-        /* Its own process group: Check kills the test's group when a test fails, and the
-         * watchdog must outlive that to print the log. */
-        setpgid(0, 0);
-        close_fds_except(pfd[0]);
-        watchdog_main(pfd[0], pid, p->log_path, p->label);
-    }
-    close(pfd[0]);
-    if (w < 0) {
-        close(pfd[1]);
-        return 0;
-    }
-    p->watchdog = w;
-    p->watchdog_fd = pfd[1];
-    return 0;
-}
-
-static void watchdog_say(h_proc *p, char c)
-{
-    if (p->watchdog_fd >= 0) {
-        ssize_t n = write(p->watchdog_fd, &c, 1);
-        (void)n;
-    }
-}
-
-/* Non-blocking reap. Returns true once the child has exited. */
-static bool proc_poll(h_proc *p)
-{
-    if (p->reaped)
-        return true;
-    int st;
-    pid_t r = waitpid(p->pid, &st, WNOHANG);
-    if (r == p->pid) {
-        p->reaped = true;
-        p->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        watchdog_say(p, 'r');
-        return true;
-    }
-    return false;
-}
-
-static int proc_wait(h_proc *p, int timeout_ms)
-{
-    int64_t deadline = clock_mono_ms() + timeout_ms;
-    while (!proc_poll(p)) {
-        if (clock_mono_ms() >= deadline)
-            return -1;
-        struct timespec ts = {0, 5 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return p->status;
-}
-
-/* Kills and reaps the child, silences and reaps the watchdog, removes the log. */
-static void proc_cleanup(h_proc *p)
-{
-    if (p->pid > 0 && !proc_poll(p)) {
-        kill(p->pid, SIGKILL);
-        proc_wait(p, 5000);
-    }
-    if (p->watchdog_fd >= 0) {
-        watchdog_say(p, 'q');
-        close(p->watchdog_fd);
-        p->watchdog_fd = -1;
-    }
-    if (p->watchdog > 0)
-        waitpid(p->watchdog, NULL, 0);
-    p->watchdog = 0;
-    unlink(p->log_path);
+    if (p && hp_signal(p, SIGTERM) == 0)
+        hp_wait(p, 5000);
+    hp_destroy(p);
 }
 
 char *h_read_file(const char *path)
@@ -256,7 +90,7 @@ char *h_read_file(const char *path)
 /* ---- relay-node ----------------------------------------------------------------------------- */
 
 struct h_node {
-    h_proc proc;
+    hp_proc *proc;
     int port;
 };
 
@@ -271,7 +105,7 @@ static int node_wait_ready(h_node *n, int timeout_ms)
 {
     int64_t deadline = clock_mono_ms() + timeout_ms;
     while (clock_mono_ms() < deadline) {
-        if (proc_poll(&n->proc))
+        if (!hp_alive(n->proc))
             return -1;
         h_http r;
         if (h_http_request(n->port, "GET", "/healthz", NULL, 1000, &r) == 0) {
@@ -280,8 +114,7 @@ static int node_wait_ready(h_node *n, int timeout_ms)
             if (st == 200)
                 return 0;
         }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        hp_sleep_ms(10);
     }
     return -1;
 }
@@ -316,14 +149,15 @@ static h_node *node_start_once(const char *const *extra, char *err, size_t errle
     argv[k] = NULL;
     char label[64];
     snprintf(label, sizeof(label), "relay-node :%d", n->port);
-    if (proc_spawn(&n->proc, (char *const *)argv, label, err, errlen) < 0) {
+    n->proc = proc_spawn(argv, label, err, errlen);
+    if (!n->proc) {
         free(n);
         return NULL;
     }
     if (node_wait_ready(n, START_TIMEOUT_MS) == 0)
         return n;
     char *log = h_node_log(n);
-    bool exited = proc_poll(&n->proc);
+    bool exited = !hp_alive(n->proc);
     snprintf(err, errlen, "relay-node on port %d %s; log:\n%.1500s", n->port,
              exited ? "exited during start-up" : "did not answer /healthz within 10 s",
              log ? log : "");
@@ -383,47 +217,40 @@ int h_node_port(const h_node *n)
 
 pid_t h_node_pid(const h_node *n)
 {
-    return n->proc.pid;
+    return hp_pid(n->proc);
 }
 
 bool h_node_alive(h_node *n)
 {
-    return !proc_poll(&n->proc);
+    return hp_alive(n->proc);
 }
 
 int h_node_signal(h_node *n, int sig)
 {
-    if (proc_poll(&n->proc))
-        return -1;
-    return kill(n->proc.pid, sig);
+    return hp_signal(n->proc, sig);
 }
 
 int h_node_wait_exit(h_node *n, int timeout_ms)
 {
-    return proc_wait(&n->proc, timeout_ms);
+    return hp_wait(n->proc, timeout_ms);
 }
 
 int h_node_stop(h_node *n, int timeout_ms)
 {
-    if (!proc_poll(&n->proc))
-        kill(n->proc.pid, SIGTERM);
-    return proc_wait(&n->proc, timeout_ms);
+    hp_signal(n->proc, SIGTERM);
+    return hp_wait(n->proc, timeout_ms);
 }
 
 char *h_node_log(const h_node *n)
 {
-    return h_read_file(n->proc.log_path);
+    return hp_log(n->proc, 0);
 }
 
 void h_node_destroy(h_node *n)
 {
     if (!n)
         return;
-    if (!proc_poll(&n->proc)) {
-        kill(n->proc.pid, SIGTERM);
-        proc_wait(&n->proc, 5000);
-    }
-    proc_cleanup(&n->proc);
+    proc_end(n->proc);
     free(n);
 }
 
@@ -453,21 +280,21 @@ int h_run_node_cmd(int timeout_ms, char **output, const char *arg, ...)
     va_start(ap, arg);
     collect_args(argv + 1, arg, ap);
     va_end(ap);
-    h_proc p;
     char err[256];
-    if (proc_spawn(&p, (char *const *)argv, "relay-node command", err, sizeof(err)) < 0)
+    hp_proc *p = proc_spawn(argv, "relay-node command", err, sizeof(err));
+    if (!p)
         return -1;
-    int st = proc_wait(&p, timeout_ms);
+    int st = hp_wait(p, timeout_ms);
     if (output)
-        *output = h_read_file(p.log_path);
-    proc_cleanup(&p);
+        *output = hp_log(p, 0);
+    hp_destroy(p);
     return st;
 }
 
 /* ---- redis-server ------------------------------------------------------------------------ */
 
 struct h_redis {
-    h_proc proc;
+    hp_proc *proc;
     int port;
     char url[64];
 };
@@ -515,18 +342,18 @@ h_redis *h_redis_try_start(char *err, size_t errlen)
                               "",  "--appendonly", "no", "--daemonize", "no",        NULL};
         char label[64];
         snprintf(label, sizeof(label), "redis-server :%d", r->port);
-        if (proc_spawn(&r->proc, (char *const *)argv, label, err, errlen) < 0) {
+        r->proc = proc_spawn(argv, label, err, errlen);
+        if (!r->proc) {
             free(r);
             return NULL;
         }
         int64_t deadline = clock_mono_ms() + START_TIMEOUT_MS;
-        while (clock_mono_ms() < deadline && !proc_poll(&r->proc)) {
+        while (clock_mono_ms() < deadline && hp_alive(r->proc)) {
             if (redis_pings(r->port))
                 return r;
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
+            hp_sleep_ms(10);
         }
-        char *log = h_read_file(r->proc.log_path);
+        char *log = hp_log(r->proc, 0);
         snprintf(err, errlen, "redis-server on port %d did not start; log:\n%.1000s", r->port,
                  log ? log : "");
         free(log);
@@ -549,11 +376,7 @@ void h_redis_destroy(h_redis *r)
 {
     if (!r)
         return;
-    if (!proc_poll(&r->proc)) {
-        kill(r->proc.pid, SIGTERM);
-        proc_wait(&r->proc, 5000);
-    }
-    proc_cleanup(&r->proc);
+    proc_end(r->proc);
     free(r);
 }
 

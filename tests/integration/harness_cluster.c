@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,175 +18,38 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness_proc.h"
 #include "relay/clock.h"
 
 #define HC_START_MS  10000
 #define HC_MAX_ARGS  64
 #define HC_PATH_SIZE 256
 
-/* ---- Child processes ------------------------------------------------------------------------ */
-
-/* A child with its output appended to a log file, and a watchdog that kills it, prints the log
- * and removes `cleanup_dir` if the test process dies first (EOF on the pipe). */
-typedef struct hc_proc {
-    pid_t pid;
-    pid_t watchdog;
-    int watchdog_fd; /* write end: 'q' = exit quietly, EOF = the test died */
-    bool reaped;
-    int status;
-} hc_proc;
-
-static void hc_sleep_ms(int ms)
+/* Starts argv with its output appended to log_path; the watchdog removes cleanup_dir if the test
+ * dies first. NULL with the reason in err. */
+static hp_proc *hc_spawn(const char *const *argv, const char *log_path, const char *cleanup_dir,
+                         const char *label, char *err, size_t errlen)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    hp_opts o = {.argv = argv, .label = label, .log_path = log_path, .cleanup_dir = cleanup_dir};
+    return hp_start(&o, err, errlen);
 }
 
-static void hc_close_fds_except(int keep)
+/* Kills (SIGKILL) and reaps the child; its files stay. */
+static void hc_end(hp_proc **p)
 {
-    long max = sysconf(_SC_OPEN_MAX);
-    if (max < 0 || max > 65536)
-        max = 65536;
-    for (int fd = 3; fd < max; fd++)
-        if (fd != keep)
-            close(fd);
+    hp_destroy(*p);
+    *p = NULL;
 }
 
-static int hc_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+static bool hc_running(hp_proc *p)
 {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-/* Removes a directory tree; a missing one is fine. */
-static void hc_rm_tree(const char *dir)
-{
-    if (dir && *dir)
-        nftw(dir, hc_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void hc_watchdog_main(int rfd, pid_t child, const char *log_path, const char *cleanup_dir,
-                             const char *label)
-{
-    for (;;) {
-        char c;
-        ssize_t n = read(rfd, &c, 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 1 && c == 'q')
-            _exit(0);
-        if (n != 1)
-            break;
-    }
-    kill(child, SIGKILL);
-    /* Let it die before its files go (it is not our child: poll until it is gone). */
-    for (int i = 0; i < 200 && kill(child, 0) == 0; i++)
-        hc_sleep_ms(10);
-    char *log = h_read_file(log_path);
-    fprintf(stderr, "---- %s: captured output ----\n%s---- end of %s ----\n", label, log ? log : "",
-            label);
-    free(log);
-    hc_rm_tree(cleanup_dir);
-    _exit(0);
-}
-
-/* Starts argv with stdout+stderr appended to log_path. Returns 0 or -1 with the reason in err. */
-static int hc_proc_spawn(hc_proc *p, char *const argv[], const char *log_path,
-                         const char *cleanup_dir, const char *label, char *err, size_t errlen)
-{
-    memset(p, 0, sizeof *p);
-    p->watchdog_fd = -1;
-    int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (logfd < 0) {
-        snprintf(err, errlen, "open %s: %s", log_path, strerror(errno));
-        return -1;
-    }
-    fflush(NULL);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        snprintf(err, errlen, "fork: %s", strerror(errno));
-        close(logfd);
-        return -1;
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, 0);
-        dup2(logfd, 1);
-        dup2(logfd, 2);
-        hc_close_fds_except(-1);
-        execvp(argv[0], argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(logfd);
-    p->pid = pid;
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0)
-        return 0; /* no watchdog: the child still dies with the test (PDEATHSIG) */
-    pid_t w = fork();
-    if (w == 0) {
-        /* Out of the test's process group: Check kills that group when a test ends. (Fails
-         * harmlessly when the parent's setpgid came first.) */
-        setsid();
-        hc_close_fds_except(pfd[0]);
-        hc_watchdog_main(pfd[0], pid, log_path, cleanup_dir, label);
-    }
-    close(pfd[0]);
-    if (w < 0) {
-        close(pfd[1]);
-        return 0;
-    }
-    setpgid(w, w); /* also from here, so a test that dies at once cannot take it along */
-    p->watchdog = w;
-    p->watchdog_fd = pfd[1];
-    return 0;
-}
-
-static bool hc_proc_poll(hc_proc *p)
-{
-    if (p->reaped || p->pid <= 0)
-        return true;
-    int st;
-    if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
-        p->reaped = true;
-        p->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        return true;
-    }
-    return false;
-}
-
-/* Kills (SIGKILL) and reaps the child and retires its watchdog quietly. Files stay. */
-static void hc_proc_end(hc_proc *p)
-{
-    if (!hc_proc_poll(p)) {
-        kill(p->pid, SIGKILL);
-        int64_t deadline = clock_mono_ms() + 5000;
-        while (!hc_proc_poll(p) && clock_mono_ms() < deadline)
-            hc_sleep_ms(2);
-    }
-    if (p->watchdog_fd >= 0) {
-        ssize_t n = write(p->watchdog_fd, "q", 1);
-        (void)n;
-        close(p->watchdog_fd);
-        p->watchdog_fd = -1;
-    }
-    if (p->watchdog > 0)
-        waitpid(p->watchdog, NULL, 0);
-    p->watchdog = 0;
+    return p && hp_alive(p);
 }
 
 /* ---- redis-server ------------------------------------------------------------------------- */
 
 struct hc_redis {
-    hc_proc proc;
+    hp_proc *proc;
     int port;
     bool aof;
     int generation; /* data directory number: data0, data1, ... */
@@ -246,19 +108,20 @@ static int hc_redis_spawn(hc_redis *r, char *err, size_t errlen)
                           NULL};
     char label[64];
     snprintf(label, sizeof label, "redis-server :%d", r->port);
-    if (hc_proc_spawn(&r->proc, (char *const *)argv, r->log_path, r->base, label, err, errlen) < 0)
+    r->proc = hc_spawn(argv, r->log_path, r->base, label, err, errlen);
+    if (!r->proc)
         return -1;
     int64_t deadline = clock_mono_ms() + HC_START_MS;
-    while (clock_mono_ms() < deadline && !hc_proc_poll(&r->proc)) {
+    while (clock_mono_ms() < deadline && hc_running(r->proc)) {
         if (hc_redis_pings(r->port))
             return 0;
-        hc_sleep_ms(10);
+        hp_sleep_ms(10);
     }
     char *log = h_read_file(r->log_path);
     snprintf(err, errlen, "redis-server on port %d did not start; log:\n%.1500s", r->port,
              log ? log : "");
     free(log);
-    hc_proc_end(&r->proc);
+    hc_end(&r->proc);
     return -1;
 }
 
@@ -289,7 +152,7 @@ int hc_redis_port(const hc_redis *r)
 
 pid_t hc_redis_pid(const hc_redis *r)
 {
-    return r->proc.pid;
+    return r->proc ? hp_pid(r->proc) : -1;
 }
 
 const char *hc_redis_url(const hc_redis *r)
@@ -299,19 +162,17 @@ const char *hc_redis_url(const hc_redis *r)
 
 int hc_redis_signal(hc_redis *r, int sig)
 {
-    if (hc_proc_poll(&r->proc))
-        return -1;
-    return kill(r->proc.pid, sig);
+    return r->proc ? hp_signal(r->proc, sig) : -1;
 }
 
 void hc_redis_kill(hc_redis *r)
 {
-    hc_proc_end(&r->proc);
+    hc_end(&r->proc);
 }
 
 void hc_redis_restart_at(const char *file, int line, hc_redis *r, bool keep_data)
 {
-    hc_proc_end(&r->proc);
+    hc_end(&r->proc);
     if (!keep_data)
         r->generation++;
     char err[2048] = "";
@@ -325,8 +186,8 @@ void hc_redis_destroy(hc_redis *r)
 {
     if (!r)
         return;
-    hc_proc_end(&r->proc); /* SIGKILL also ends a stopped server */
-    hc_rm_tree(r->base);
+    hc_end(&r->proc); /* SIGKILL also ends a stopped server */
+    hp_rm_tree(r->base);
     free(r);
 }
 
@@ -438,7 +299,7 @@ bool hc_wait_http_status(int port, const char *path, int status, int timeout_ms)
             return true;
         if (clock_mono_ms() >= deadline)
             return false;
-        hc_sleep_ms(20);
+        hp_sleep_ms(20);
     }
 }
 
@@ -498,7 +359,7 @@ int hc_run(int timeout_ms, char **out, const char *const *argv)
         if (devnull >= 0)
             dup2(devnull, 0);
         dup2(pfd[1], 1);
-        hc_close_fds_except(-1);
+        hp_close_fds_except(-1);
         execvp(argv[0], (char *const *)argv);
         fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -539,7 +400,7 @@ int hc_run(int timeout_ms, char **out, const char *const *argv)
             break;
         }
         if (!(reaped && eof))
-            hc_sleep_ms(5);
+            hp_sleep_ms(5);
     }
     close(pfd[0]);
     if (buf)
@@ -554,14 +415,13 @@ int hc_run(int timeout_ms, char **out, const char *const *argv)
 /* ---- haproxy ------------------------------------------------------------------------------ */
 
 struct hc_haproxy {
-    hc_proc proc;
+    hp_proc *proc;
     int port;
     char base[HC_PATH_SIZE];
     char log_path[HC_PATH_SIZE + 16];
 };
 
-/* Writes the configuration for port in front of the nodes. Returns 0 or -1. */
-static int hc_haproxy_write_cfg(const char *path, int port, h_node *const *nodes, size_t n)
+int hc_haproxy_write_cfg(const char *path, int port, const int *node_ports, size_t n)
 {
     FILE *f = fopen(path, "w");
     if (!f)
@@ -585,10 +445,11 @@ static int hc_haproxy_write_cfg(const char *path, int port, h_node *const *nodes
             "backend nodes\n"
             "    balance roundrobin\n"
             "    option httpchk GET /readyz\n"
-            "    default-server inter 250ms fall 1 rise 2\n",
+            "    http-response set-header X-Relay-Server %%[srv_name]\n"
+            "    default-server check inter 200ms fall 1 rise 1\n",
             port);
     for (size_t i = 0; i < n; i++)
-        fprintf(f, "    server n%zu 127.0.0.1:%d check\n", i, h_node_port(nodes[i]));
+        fprintf(f, "    server n%zu 127.0.0.1:%d\n", i, node_ports[i]);
     return fclose(f) == 0 ? 0 : -1;
 }
 
@@ -598,7 +459,10 @@ static int hc_haproxy_try(hc_haproxy *p, h_node *const *nodes, size_t n, char *e
     p->port = h_free_port();
     char cfg[HC_PATH_SIZE + 16];
     snprintf(cfg, sizeof cfg, "%s/haproxy.cfg", p->base);
-    if (hc_haproxy_write_cfg(cfg, p->port, nodes, n) < 0) {
+    int ports[64];
+    for (size_t i = 0; i < n && i < 64; i++)
+        ports[i] = h_node_port(nodes[i]);
+    if (hc_haproxy_write_cfg(cfg, p->port, ports, n < 64 ? n : 64) < 0) {
         snprintf(err, errlen, "cannot write %s", cfg);
         return -1;
     }
@@ -606,19 +470,20 @@ static int hc_haproxy_try(hc_haproxy *p, h_node *const *nodes, size_t n, char *e
     const char *argv[] = {bin && *bin ? bin : "haproxy", "-f", cfg, "-db", NULL};
     char label[64];
     snprintf(label, sizeof label, "haproxy :%d", p->port);
-    if (hc_proc_spawn(&p->proc, (char *const *)argv, p->log_path, p->base, label, err, errlen) < 0)
+    p->proc = hc_spawn(argv, p->log_path, p->base, label, err, errlen);
+    if (!p->proc)
         return -1;
     int64_t deadline = clock_mono_ms() + HC_START_MS;
-    while (clock_mono_ms() < deadline && !hc_proc_poll(&p->proc)) {
+    while (clock_mono_ms() < deadline && hc_running(p->proc)) {
         if (hc_http_status(p->port, "/readyz") == 200)
             return 0;
-        hc_sleep_ms(20);
+        hp_sleep_ms(20);
     }
     char *log = h_read_file(p->log_path);
     snprintf(err, errlen, "haproxy on port %d did not pass /readyz; log:\n%.1500s", p->port,
              log ? log : "");
     free(log);
-    hc_proc_end(&p->proc);
+    hc_end(&p->proc);
     return -1;
 }
 
@@ -647,7 +512,7 @@ void hc_haproxy_destroy(hc_haproxy *p)
 {
     if (!p)
         return;
-    hc_proc_end(&p->proc);
-    hc_rm_tree(p->base);
+    hc_end(&p->proc);
+    hp_rm_tree(p->base);
     free(p);
 }

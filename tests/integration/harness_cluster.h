@@ -98,10 +98,14 @@ int hc_run(int timeout_ms, char **out, const char *const *argv);
 
 typedef struct hc_haproxy hc_haproxy;
 
-/* Starts `haproxy -f cfg -db` on a free port in front of the n nodes: http mode, balance
- * roundrobin, `option httpchk GET /readyz` every 250 ms, `timeout tunnel 1h`, redispatch of
- * failed connections to another server. Waits until every server is UP as seen through the
- * proxy (GET /readyz answers 200). */
+/* Writes the haproxy configuration every scenario uses: 127.0.0.1:port in front of the servers
+ * 127.0.0.1:node_ports[0..n), http mode, balance roundrobin, `option httpchk GET /readyz` every
+ * 200 ms with fall 1 rise 1, `timeout tunnel 1h`, redispatch of failed connections, and an
+ * X-Relay-Server response header naming the server that answered (n0, n1, ...). 0 or -1. */
+int hc_haproxy_write_cfg(const char *path, int port, const int *node_ports, size_t n);
+
+/* Starts `haproxy -f cfg -db` on a free port in front of the n nodes (hc_haproxy_write_cfg).
+ * Waits until the proxy passes GET /readyz through (answers 200). */
 #define hc_haproxy_start(nodes, n) hc_haproxy_start_at(__FILE__, __LINE__, (nodes), (n))
 hc_haproxy *hc_haproxy_start_at(const char *file, int line, h_node *const *nodes, size_t n);
 int hc_haproxy_port(const hc_haproxy *p);

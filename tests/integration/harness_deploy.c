@@ -26,266 +26,11 @@
 #include "harness_cluster.h"
 #include "relay/clock.h"
 
-#define HD_MAX_ARGS       64
-#define HD_GROUP_GRACE_MS 10000
-
-struct hd_proc {
-    pid_t pid;
-    bool group; /* leads its own process group */
-    bool reaped;
-    int status;
-    pid_t watchdog;
-    int watchdog_fd; /* write end: 'r' = reaped, 'q' = quiet exit, EOF = the test died */
-    char log_path[64];
-    char label[64];
-};
-
-static void hd_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static void hd_close_fds_except(int keep)
-{
-    long max = sysconf(_SC_OPEN_MAX);
-    if (max < 0 || max > 65536)
-        max = 65536;
-    for (int fd = 3; fd < max; fd++)
-        if (fd != keep)
-            close(fd);
-}
-
-/* True while some process is still in the group. */
-static bool hd_group_exists(pid_t pgid)
-{
-    return kill(-pgid, 0) == 0 || errno == EPERM;
-}
-
-/* Ends a group: SIGINT (what Ctrl-C sends, so a script's trap cleans up), then SIGKILL for
- * whatever is still there after HD_GROUP_GRACE_MS. */
-static void hd_stop_group(pid_t pgid, bool (*reaped)(void *), void *ud)
-{
-    kill(-pgid, SIGINT);
-    int64_t deadline = clock_mono_ms() + HD_GROUP_GRACE_MS;
-    while (clock_mono_ms() < deadline) {
-        if (reaped && reaped(ud) && !hd_group_exists(pgid))
-            return;
-        if (!reaped && !hd_group_exists(pgid))
-            return;
-        hd_sleep_ms(20);
-    }
-    kill(-pgid, SIGKILL);
-}
-
-/* The watchdog: when the test dies first (EOF), stops the child, prints its log, removes it. */
-static void hd_watchdog_main(int rfd, pid_t child, bool group, const char *log_path,
-                             const char *label)
-{
-    bool reaped = false;
-    for (;;) {
-        char c;
-        ssize_t n = read(rfd, &c, 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 1 && c == 'r') {
-            reaped = true;
-            continue;
-        }
-        if (n == 1 && c == 'q')
-            _exit(0);
-        break;
-    }
-    if (group)
-        hd_stop_group(child, NULL, NULL); /* the leader's pid is the group id */
-    else if (!reaped)
-        kill(child, SIGKILL);
-    char *log = h_read_file(log_path);
-    fprintf(stderr, "---- %s: captured output ----\n%s---- end of %s ----\n", label, log ? log : "",
-            label);
-    free(log);
-    unlink(log_path);
-    _exit(0);
-}
-
-static void hd_watchdog_say(hd_proc *p, char c)
-{
-    if (p->watchdog_fd >= 0) {
-        ssize_t n = write(p->watchdog_fd, &c, 1);
-        (void)n;
-    }
-}
-
-/* The child side of hd_proc_start(); never returns. */
-static void hd_child(const char *const *argv, const char *const *env, bool own_group, int logfd,
-                     pid_t parent)
-{
-    if (own_group)
-        setpgid(0, 0);
-    else
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(127);
-    /* The test ignores SIGPIPE; a child must start with the default disposition. */
-    signal(SIGPIPE, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0)
-        dup2(devnull, 0);
-    dup2(logfd, 1);
-    dup2(logfd, 2);
-    hd_close_fds_except(-1);
-    for (size_t i = 0; env && env[i]; i++)
-        putenv((char *)env[i]);
-    execvp(argv[0], (char *const *)argv);
-    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
-}
-
-hd_proc *hd_proc_start(const char *const *argv, const char *const *env, bool own_group,
-                       const char *label, char *err, size_t errlen)
-{
-    hd_proc *p = calloc(1, sizeof *p);
-    if (!p) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    p->watchdog_fd = -1;
-    p->group = own_group;
-    snprintf(p->label, sizeof p->label, "%s", label);
-    snprintf(p->log_path, sizeof p->log_path, "/tmp/relay-it-deploy-XXXXXX");
-    int logfd = mkstemp(p->log_path);
-    if (logfd < 0) {
-        snprintf(err, errlen, "mkstemp: %s", strerror(errno));
-        free(p);
-        return NULL;
-    }
-    fflush(NULL);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        snprintf(err, errlen, "fork: %s", strerror(errno));
-        close(logfd);
-        unlink(p->log_path);
-        free(p);
-        return NULL;
-    }
-    if (pid == 0)
-        hd_child(argv, env, own_group, logfd, parent);
-    if (own_group)
-        setpgid(pid, pid); /* also here, so the group exists before we signal it */
-    close(logfd);
-    p->pid = pid;
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0)
-        return p; /* no watchdog: a plain child still dies with the test (PDEATHSIG) */
-    pid_t w = fork();
-    if (w == 0) {
-        /* Check's fork mode SIGKILLs the test's process group when a test ends; the watchdog
-         * must outlive that to do its work. */
-        setpgid(0, 0);
-        hd_close_fds_except(pfd[0]);
-        hd_watchdog_main(pfd[0], pid, own_group, p->log_path, p->label);
-    }
-    close(pfd[0]);
-    if (w < 0) {
-        close(pfd[1]);
-        return p;
-    }
-    p->watchdog = w;
-    p->watchdog_fd = pfd[1];
-    return p;
-}
-
-pid_t hd_proc_pid(const hd_proc *p)
-{
-    return p->pid;
-}
-
-/* Non-blocking reap. Returns true once the child has exited. */
-static bool hd_proc_poll(hd_proc *p)
-{
-    if (p->reaped)
-        return true;
-    int st;
-    if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
-        p->reaped = true;
-        p->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        hd_watchdog_say(p, 'r');
-        return true;
-    }
-    return false;
-}
-
-bool hd_proc_alive(hd_proc *p)
-{
-    return !hd_proc_poll(p);
-}
-
-int hd_proc_signal(hd_proc *p, int sig)
-{
-    if (hd_proc_poll(p))
-        return -1;
-    return kill(p->pid, sig);
-}
-
-int hd_proc_signal_group(hd_proc *p, int sig)
-{
-    if (!p->group)
-        return -1;
-    return kill(-p->pid, sig);
-}
-
-int hd_proc_wait(hd_proc *p, int timeout_ms)
-{
-    int64_t deadline = clock_mono_ms() + timeout_ms;
-    while (!hd_proc_poll(p)) {
-        if (clock_mono_ms() >= deadline)
-            return -1;
-        hd_sleep_ms(5);
-    }
-    return p->status;
-}
-
-char *hd_proc_log(const hd_proc *p, size_t maxlen)
-{
-    char *log = h_read_file(p->log_path);
-    if (!log)
-        return strdup("");
-    size_t len = strlen(log);
-    if (maxlen > 0 && len > maxlen)
-        memmove(log, log + len - maxlen, maxlen + 1);
-    return log;
-}
-
-static bool hd_reaped_cb(void *ud)
-{
-    return hd_proc_poll(ud);
-}
-
-void hd_proc_destroy(hd_proc *p)
-{
-    if (!p)
-        return;
-    if (p->group && hd_group_exists(p->pid))
-        hd_stop_group(p->pid, hd_reaped_cb, p);
-    else if (!hd_proc_poll(p))
-        kill(p->pid, SIGKILL);
-    hd_proc_wait(p, 5000);
-    if (p->watchdog_fd >= 0) {
-        hd_watchdog_say(p, 'q');
-        close(p->watchdog_fd);
-    }
-    if (p->watchdog > 0)
-        waitpid(p->watchdog, NULL, 0);
-    unlink(p->log_path);
-    free(p);
-}
+#define HD_MAX_ARGS 64
 
 /* ---- relay-node and haproxy ------------------------------------------------------------- */
 
-hd_proc *hd_node_start(int port, const char *node_id, const char *redis_url,
+hp_proc *hd_node_start(int port, const char *node_id, const char *redis_url,
                        const char *const *extra, char *err, size_t errlen)
 {
     const char *bin = getenv("RELAY_NODE_BIN");
@@ -303,46 +48,13 @@ hd_proc *hd_node_start(int port, const char *node_id, const char *redis_url,
     for (size_t i = 0; extra && extra[i] && k < HD_MAX_ARGS - 1; i++)
         argv[k++] = extra[i];
     argv[k] = NULL;
-    return hd_proc_start(argv, NULL, false, label, err, errlen);
+    hp_opts o = {.argv = argv, .label = label};
+    return hp_start(&o, err, errlen);
 }
 
 bool hd_wait_status(int port, const char *path, int status, int timeout_ms)
 {
     return hc_wait_http_status(port, path, status, timeout_ms);
-}
-
-/* Writes the proxy configuration. Every response names the server that answered it
- * (X-Relay-Server), which is how start-up sees that every server is in rotation. */
-static int hd_haproxy_write_cfg(const char *path, int port, const int *node_ports, size_t n)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    fprintf(f,
-            "global\n"
-            "    maxconn 1024\n"
-            "    nbthread 1\n"
-            "defaults\n"
-            "    mode http\n"
-            "    timeout connect 1s\n"
-            "    timeout client 1h\n"
-            "    timeout server 1h\n"
-            "    timeout tunnel 1h\n"
-            "    timeout check 1s\n"
-            "    retries 3\n"
-            "    option redispatch 1\n"
-            "frontend fe\n"
-            "    bind 127.0.0.1:%d\n"
-            "    default_backend nodes\n"
-            "backend nodes\n"
-            "    balance roundrobin\n"
-            "    option httpchk GET /readyz\n"
-            "    http-response set-header X-Relay-Server %%[srv_name]\n"
-            "    default-server check inter 200ms fall 1 rise 1\n",
-            port);
-    for (size_t i = 0; i < n; i++)
-        fprintf(f, "    server n%zu 127.0.0.1:%d\n", i, node_ports[i]);
-    return fclose(f) == 0 ? 0 : -1;
 }
 
 /* True once GET /readyz through the proxy has been answered by each of the n servers. */
@@ -363,17 +75,17 @@ static bool hd_haproxy_all_up(int port, size_t n, int timeout_ms)
             }
             h_http_free(&r);
         } else {
-            hd_sleep_ms(20);
+            hp_sleep_ms(20);
         }
     }
     return count == n;
 }
 
-hd_proc *hd_haproxy_start(int port, const int *node_ports, size_t n, char *err, size_t errlen)
+hp_proc *hd_haproxy_start(int port, const int *node_ports, size_t n, char *err, size_t errlen)
 {
     char cfg[64];
     snprintf(cfg, sizeof cfg, "/tmp/relay-it-haproxy-%d.cfg", port);
-    if (hd_haproxy_write_cfg(cfg, port, node_ports, n) < 0) {
+    if (hc_haproxy_write_cfg(cfg, port, node_ports, n) < 0) {
         snprintf(err, errlen, "cannot write %s", cfg);
         return NULL;
     }
@@ -381,13 +93,14 @@ hd_proc *hd_haproxy_start(int port, const int *node_ports, size_t n, char *err, 
     const char *argv[] = {bin && *bin ? bin : "haproxy", "-f", cfg, "-db", NULL};
     char label[64];
     snprintf(label, sizeof label, "haproxy :%d", port);
-    hd_proc *p = hd_proc_start(argv, NULL, false, label, err, errlen);
+    hp_opts o = {.argv = argv, .label = label};
+    hp_proc *p = hp_start(&o, err, errlen);
     if (p && !hd_haproxy_all_up(port, n, 10000)) {
-        char *log = hd_proc_log(p, 1500);
+        char *log = hp_log(p, 1500);
         snprintf(err, errlen, "haproxy on port %d did not reach all %zu servers; log:\n%s", port, n,
                  log);
         free(log);
-        hd_proc_destroy(p);
+        hp_destroy(p);
         p = NULL;
     }
     unlink(cfg); /* haproxy read it at start-up */

@@ -121,7 +121,8 @@ START_TEST(local_cluster_runs_crosses_nodes_and_stops_clean)
     const char *argv[] = {"bash",         script, "--no-install", "--nodes", "2", "--port", pbuf,
                           "--redis-port", rbuf,   "--build-dir",  build_dir, NULL};
     char err[2048];
-    hd_proc *sh = hd_proc_start(argv, NULL, true, "local-cluster.sh", err, sizeof err);
+    hp_opts sh_opts = {.argv = argv, .own_group = true, .label = "local-cluster.sh"};
+    hp_proc *sh = hp_start(&sh_opts, err, sizeof err);
     ck_assert_msg(sh != NULL, "cannot start the script: %s", err);
 
     /* Ready: the banner, printed after haproxy answers /readyz. */
@@ -129,11 +130,11 @@ START_TEST(local_cluster_runs_crosses_nodes_and_stops_clean)
     int64_t deadline = clock_mono_ms() + READY_DEADLINE_MS;
     for (;;) {
         free(out);
-        out = hd_proc_log(sh, 0);
+        out = hp_log(sh, 0);
         if (strstr(out, "relay local cluster ready"))
             break;
-        ck_assert_msg(hd_proc_alive(sh), "the script exited (status %d) before it was ready:\n%s",
-                      hd_proc_wait(sh, 0), out);
+        ck_assert_msg(hp_alive(sh), "the script exited (status %d) before it was ready:\n%s",
+                      hp_wait(sh, 0), out);
         ck_assert_msg(clock_mono_ms() < deadline, "not ready within %d s; output:\n%s",
                       READY_DEADLINE_MS / 1000, out);
         struct timespec ts = {0, 100 * 1000 * 1000};
@@ -144,7 +145,7 @@ START_TEST(local_cluster_runs_crosses_nodes_and_stops_clean)
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
         free(out);
-        out = hd_proc_log(sh, 0);
+        out = hp_log(sh, 0);
     }
     char dev_token[4096], secret[256], workdir[PATH_MAX], url[256];
     ck_assert_msg(printed_value(out, "dev token", dev_token, sizeof dev_token), "%s", out);
@@ -175,7 +176,7 @@ START_TEST(local_cluster_runs_crosses_nodes_and_stops_clean)
     hd_found found[32];
     size_t nf = 0;
     for (int pass = 0; pass < 2; pass++) {
-        nf = pass == 0 ? hd_scan(hd_proc_pid(sh), NULL, found, 32) : hd_scan(0, needles, found, 32);
+        nf = pass == 0 ? hd_scan(hp_pid(sh), NULL, found, 32) : hd_scan(0, needles, found, 32);
         int n_redis = 0, n_node = 0, n_haproxy = 0;
         for (size_t i = 0; i < nf && i < 32; i++) {
             n_redis += !strcmp(found[i].comm, "redis-server");
@@ -218,14 +219,14 @@ START_TEST(local_cluster_runs_crosses_nodes_and_stops_clean)
 
     /* Ctrl-C: SIGINT to the foreground group, as a terminal sends it. The clients stay
      * connected and keep being read, as real ones would. */
-    ck_assert_int_eq(hd_proc_signal_group(sh, SIGINT), 0);
+    ck_assert_int_eq(hp_signal_group(sh, SIGINT), 0);
     hc_client *cs[] = {a, b};
     int status = -1;
     deadline = clock_mono_ms() + STOP_DEADLINE_MS;
-    while ((status = hd_proc_wait(sh, 0)) < 0 && clock_mono_ms() < deadline)
+    while ((status = hp_wait(sh, 0)) < 0 && clock_mono_ms() < deadline)
         pump_all(cs, 2, 50);
     free(out);
-    out = hd_proc_log(sh, 4000);
+    out = hp_log(sh, 4000);
     ck_assert_msg(status >= 0, "the script did not stop within %d s of SIGINT; output:\n%s",
                   STOP_DEADLINE_MS / 1000, out);
     ck_assert_msg(strstr(out, "nothing left running"), "no stop message (status %d):\n%s", status,
@@ -234,7 +235,7 @@ START_TEST(local_cluster_runs_crosses_nodes_and_stops_clean)
     /* Nothing left: no process of its group or matching the needles, no listener. */
     /* Processes that were SIGKILLed by the script are reaped by init, an instant later. */
     until = clock_mono_ms() + 2000;
-    while ((nf = hd_scan(hd_proc_pid(sh), needles, found, 32)) > 0 && clock_mono_ms() < until)
+    while ((nf = hd_scan(hp_pid(sh), needles, found, 32)) > 0 && clock_mono_ms() < until)
         pump_all(cs, 2, 50);
     show_leftovers("left behind", found, nf);
     ck_assert_msg(nf == 0, "%zu processes left behind, e.g. pid %d (%s): %s", nf,
@@ -248,7 +249,7 @@ START_TEST(local_cluster_runs_crosses_nodes_and_stops_clean)
     free(out);
     hc_client_destroy(a);
     hc_client_destroy(b);
-    hd_proc_destroy(sh);
+    hp_destroy(sh);
 }
 END_TEST
 

@@ -385,10 +385,10 @@ static bool all_hold_everything(const client *cs)
     return true;
 }
 
-static hd_proc *start_node(int i, int port, const char *redis_url)
+static hp_proc *start_node(int i, int port, const char *redis_url)
 {
     char err[2048];
-    hd_proc *n = hd_node_start(port, node_ids[i], redis_url, node_extra, err, sizeof err);
+    hp_proc *n = hd_node_start(port, node_ids[i], redis_url, node_extra, err, sizeof err);
     ck_assert_msg(n != NULL, "cannot start %s: %s", node_ids[i], err);
     return n;
 }
@@ -404,32 +404,32 @@ static void settle(client *cs, int64_t test_deadline)
 
 /* SIGTERM to node i, which must exit 0 while the clients go on; then the same port and id
  * again, until /readyz answers. */
-static hd_proc *restart_node(client *cs, hd_proc *node, int i, int port, const char *redis_url,
+static hp_proc *restart_node(client *cs, hp_proc *node, int i, int port, const char *redis_url,
                              int64_t test_deadline)
 {
     restarting = i;
-    ck_assert_int_eq(hd_proc_signal(node, SIGTERM), 0);
+    ck_assert_int_eq(hp_signal(node, SIGTERM), 0);
     int64_t until = clock_mono_ms() + EXIT_MS;
     int status;
-    while ((status = hd_proc_wait(node, 0)) < 0) {
+    while ((status = hp_wait(node, 0)) < 0) {
         if (clock_mono_ms() > until) {
-            char *log = hd_proc_log(node, 3000);
+            char *log = hp_log(node, 3000);
             ck_abort_msg("%s did not exit within %d ms of SIGTERM; log:\n%s", node_ids[i], EXIT_MS,
                          log);
         }
         run_clients(cs, 0, test_deadline);
     }
     if (status != 0) {
-        char *log = hd_proc_log(node, 3000);
+        char *log = hp_log(node, 3000);
         ck_abort_msg("%s exited with status %d after SIGTERM, expected 0; log:\n%s", node_ids[i],
                      status, log);
     }
-    hd_proc_destroy(node);
-    hd_proc *fresh = start_node(i, port, redis_url);
+    hp_destroy(node);
+    hp_proc *fresh = start_node(i, port, redis_url);
     until = clock_mono_ms() + 10000;
     while (hc_http_status(port, "/readyz") != 200) {
-        if (clock_mono_ms() > until || !hd_proc_alive(fresh)) {
-            char *log = hd_proc_log(fresh, 3000);
+        if (clock_mono_ms() > until || !hp_alive(fresh)) {
+            char *log = hp_log(fresh, 3000);
             ck_abort_msg("restarted %s not ready within 10 s; log:\n%s", node_ids[i], log);
         }
         run_clients(cs, 20, test_deadline);
@@ -479,7 +479,7 @@ START_TEST(rolling_restart_loses_and_duplicates_nothing)
     int base = hd_free_port_block(N_NODES + 1, NULL, 0);
     ck_assert_int_gt(base, 0);
     int ports[N_NODES];
-    hd_proc *nodes[N_NODES];
+    hp_proc *nodes[N_NODES];
     for (int i = 0; i < N_NODES; i++) {
         ports[i] = base + 1 + i;
         nodes[i] = start_node(i, ports[i], hc_redis_url(redis));
@@ -488,7 +488,7 @@ START_TEST(rolling_restart_loses_and_duplicates_nothing)
         ck_assert_msg(hd_wait_status(ports[i], "/readyz", 200, 10000), "%s not ready", node_ids[i]);
     char err[2048];
     pport = base;
-    hd_proc *proxy = hd_haproxy_start(pport, ports, N_NODES, err, sizeof err);
+    hp_proc *proxy = hd_haproxy_start(pport, ports, N_NODES, err, sizeof err);
     ck_assert_msg(proxy != NULL, "%s", err);
 
     for (int i = 0; i < N_CLIENTS; i++) {
@@ -547,12 +547,12 @@ START_TEST(rolling_restart_loses_and_duplicates_nothing)
         free(cs[i].live);
     }
     for (int i = 0; i < N_NODES; i++) {
-        ck_assert_int_eq(hd_proc_signal(nodes[i], SIGTERM), 0);
-        ck_assert_int_eq(hd_proc_wait(nodes[i], EXIT_MS), 0);
-        hd_proc_destroy(nodes[i]);
+        ck_assert_int_eq(hp_signal(nodes[i], SIGTERM), 0);
+        ck_assert_int_eq(hp_wait(nodes[i], EXIT_MS), 0);
+        hp_destroy(nodes[i]);
     }
     json_decref(hist);
-    hd_proc_destroy(proxy);
+    hp_destroy(proxy);
     hc_redis_destroy(redis);
     free(cs);
     free(acked_by_seq);
