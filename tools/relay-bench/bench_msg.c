@@ -190,10 +190,14 @@ size_t bench_msg_build_op(char *buf, bool binary, int payload, int64_t ts, uint3
         if (payload < 256) {
             u[n++] = 0xd9;
             u[n++] = (uint8_t)payload;
-        } else {
+        } else if (payload < 65536) {
             u[n++] = 0xda;
             u[n++] = (uint8_t)(payload >> 8);
             u[n++] = (uint8_t)payload;
+        } else { /* str 32: BENCH_MAX_PAYLOAD itself does not fit in 16 bits */
+            u[n++] = 0xdb;
+            for (int i = 3; i >= 0; i--)
+                u[n++] = (uint8_t)(payload >> (8 * i));
         }
         p = buf + n;
     } else {
