@@ -1,7 +1,7 @@
 /**
  * @file wsframe.h
  * RFC 6455 framing and the client's opening handshake, for the client library's own
- * transport (clients/wsclient.c). libwebsockets 4.1's client role parses every received byte
+ * transport (clients/wsconn.c). libwebsockets 4.1's client role parses every received byte
  * through a per-byte state machine, which made it most of relay-bench's CPU; the client
  * therefore opens a RAW libwebsockets connection and frames messages itself. Pure functions:
  * no I/O, no allocation, any thread. Private to clients/.
