@@ -14,6 +14,7 @@ static const char *const ws_channel_names[2] = {"document", "presence"};
  * what lets a core deliver millions of messages a second (docs/BENCHMARKS.md). */
 #define WS_BATCH_MAX   64
 #define WS_BATCH_BYTES (64 * 1024)
+_Static_assert(WS_BATCH_BYTES + WS_BATCH_MAX * 10 <= WS_SEND_MAX, "a batch must fit one send");
 
 static uint8_t ws_batch_buf[LWS_PRE + WS_BATCH_BYTES];
 
