@@ -74,7 +74,8 @@ static int conn_write_control(wsc_conn *c, struct lws *wsi, int opcode, const ui
     uint8_t buf[LWS_PRE + WSF_MAX_HEADER + 125], mask[4];
     conn_next_mask(c, mask);
     size_t hl = wsf_build_header(buf + LWS_PRE, opcode, true, len, mask);
-    memcpy(buf + LWS_PRE + hl, pl, len);
+    if (len)
+        memcpy(buf + LWS_PRE + hl, pl, len);
     wsf_mask(buf + LWS_PRE + hl, len, mask);
     return lws_write(wsi, buf + LWS_PRE, hl + len, LWS_WRITE_RAW) < 0 ? -1 : 0;
 }
@@ -90,7 +91,8 @@ static int conn_write_close(wsc_conn *c, struct lws *wsi, int code, const char *
         pl[n++] = (uint8_t)code;
         if (reason_len > 123)
             reason_len = 123;
-        memcpy(pl + n, reason, reason_len);
+        if (reason_len)
+            memcpy(pl + n, reason, reason_len);
         n += reason_len;
     }
     c->close_sent = true;
