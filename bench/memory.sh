@@ -4,7 +4,11 @@
 #     (with Redis): node VmRSS after they are all joined minus VmRSS before, per connection.
 #  2. 19,000 joined connections on one node (the process cap here is 20,000 open files): two
 #     relay-bench processes of 9,500 each, over source addresses 127.0.0.2-127.0.0.5; reports
-#     joined/failed and RSS per connection.
+#     joined/failed and RSS per connection. The two bench processes share the 2 cores with the
+#     node, so they open BIG_RAMP (default 1,000) connections/s each, and this node gets
+#     --auth-timeout BIG_AUTH_TIMEOUT (default 60 s): a handshake queued behind the bench's own
+#     backlog must not be cut by the 10 s default, which measures the bench, not the node.
+#     RAMP (default 3,000/s) sets the 10k step's rate.
 # The median of 3 rounds of step 1 is printed (1 with --quick, which also skips step 2).
 #
 # Usage: bench/memory.sh [--quick] [--big-only]      (RELAY_BUILD=<build dir>)
@@ -17,12 +21,14 @@ for a in "$@"; do [ "$a" = --big-only ] && ROUNDS=0 BIG_ONLY=1; done
 bench_machine
 bench_start_redis
 
-# idle_run NAME CONNS PROCS: starts a fresh node, holds CONNS joined connections with PROCS
-# bench processes until all are joined, prints "joined failed rss_before rss_after".
+# idle_run NAME CONNS PROCS RAMP [node args...]: starts a fresh node, holds CONNS joined
+# connections with PROCS bench processes (each opening RAMP connections per second) until all
+# are joined, prints "joined failed rss_before rss_after stats bench-errors".
 idle_run() {
-    local name=$1 conns=$2 procs=$3 per i pids=()
+    local name=$1 conns=$2 procs=$3 ramp=$4 per i pids=()
+    shift 4
     NODE_PORTS=() NODE_PIDS=()
-    bench_start_node "$name"
+    bench_start_node "$name" "$@"
     local node=${NODE_PIDS[0]}
     # Warm the node up (lws pools, allocator arenas, Redis link) with a short run first.
     "$RELAY_BENCH" --endpoints "$(bench_endpoints)" --secret "$BENCH_SECRET" --conns 200 \
@@ -33,7 +39,7 @@ idle_run() {
     per=$((conns / procs))
     for i in $(seq "$procs"); do
         "$RELAY_BENCH" --endpoints "$(bench_endpoints)" --secret "$BENCH_SECRET" --conns "$per" \
-            --clients 10 --idle 600 --ramp "${RAMP:-3000}" --threads 2 --connect-timeout 120 \
+            --clients 10 --idle 600 --ramp "$ramp" --threads 2 --connect-timeout 120 \
             --bind-addrs "127.0.0.$((2 * i)),127.0.0.$((2 * i + 1))" \
             --doc-prefix "mem-$name-$i-" --ready-file "$BENCH_TMP/ready-$name-$i" --json \
             >"$BENCH_TMP/idle-$name-$i.json" 2>"$BENCH_TMP/idle-$name-$i.err" &
@@ -65,7 +71,7 @@ idle_run() {
 }
 
 for round in $(seq "$ROUNDS"); do
-    read -r j f b a st < <(idle_run "r$round" 10000 1)
+    read -r j f b a st < <(idle_run "r$round" 10000 1 "${RAMP:-3000}")
     per=$(awk -v a="$a" -v b="$b" -v j="$j" 'BEGIN {printf "%.0f", (a - b) * 1024 / (j ? j : 1)}')
     echo "round $round: 10k idle: joined $j failed $f, node rss $b kB -> $a kB = $per bytes/connection, node stats $st"
     echo "$per" >>"$BENCH_TMP/per.txt"
@@ -73,7 +79,7 @@ done
 [ "$ROUNDS" -gt 0 ] && echo "memory (median of $ROUNDS): $(bench_median <"$BENCH_TMP/per.txt") bytes of node RSS per idle joined connection (target <= 4096)"
 
 if [ "$QUICK" = 0 ] || [ "$BIG_ONLY" = 1 ]; then
-    read -r j f b a st < <(idle_run big 19000 2)
+    read -r j f b a st < <(idle_run big 19000 2 "${BIG_RAMP:-1000}" --auth-timeout "${BIG_AUTH_TIMEOUT:-60}")
     per=$(awk -v a="$a" -v b="$b" -v j="$j" 'BEGIN {printf "%.0f", (a - b) * 1024 / (j ? j : 1)}')
     echo "19k on one node: joined $j failed $f, node rss $b kB -> $a kB = $per bytes/connection, node stats $st"
 fi

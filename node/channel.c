@@ -5,11 +5,17 @@
 
 #include "relay/hmap.h"
 
+/* A document's rings exist only while they hold messages someone has yet to read: the trim
+ * frees a ring every subscriber has caught up with, and the next publish makes a new one. The
+ * empty slot arrays (8 KiB + 2 KiB) are what an idle document would otherwise cost, about 1 KiB
+ * per connection in documents of ten (docs/BENCHMARKS.md, memory). Subscriber positions are
+ * absolute: base[k] is the position of a ring's first message, so they carry on across rings. */
 struct channel_doc {
-    char *document_id;
-    ring *rings[2];
+    ring *rings[2];    /* NULL while empty and fully read */
+    uint64_t base[2];  /* absolute position of ring position 0 */
     channel_sub *subs; /* doubly linked list of local subscribers */
     size_t n_subs;
+    char document_id[];
 };
 
 struct channel_registry {
@@ -43,8 +49,13 @@ static void channel_doc_free(channel_doc *doc)
         return;
     ring_destroy(doc->rings[0]);
     ring_destroy(doc->rings[1]);
-    free(doc->document_id);
     free(doc);
+}
+
+/* Absolute position the next message of kind k will get. */
+static uint64_t channel_doc_head(const channel_doc *doc, int k)
+{
+    return doc->base[k] + (doc->rings[k] ? ring_head(doc->rings[k]) : 0);
 }
 
 static int channel_doc_free_cb(const void *key, size_t klen, void *value, void *ud)
@@ -65,14 +76,12 @@ void channel_registry_destroy(channel_registry *reg)
 
 static channel_doc *channel_doc_new(channel_registry *reg, const char *document_id)
 {
-    channel_doc *doc = calloc(1, sizeof *doc);
+    size_t len = strlen(document_id);
+    channel_doc *doc = calloc(1, sizeof *doc + len + 1);
     if (!doc)
         return NULL;
-    doc->document_id = strdup(document_id);
-    doc->rings[CHAN_DOCUMENT] = ring_create(reg->capacity[CHAN_DOCUMENT]);
-    doc->rings[CHAN_PRESENCE] = ring_create(reg->capacity[CHAN_PRESENCE]);
-    if (!doc->document_id || !doc->rings[0] || !doc->rings[1] ||
-        hmap_put(reg->docs, document_id, strlen(document_id), doc) < 0) {
+    memcpy(doc->document_id, document_id, len + 1);
+    if (hmap_put(reg->docs, document_id, len, doc) < 0) {
         channel_doc_free(doc);
         return NULL;
     }
@@ -91,7 +100,7 @@ int channel_subscribe(channel_registry *reg, const char *document_id, channel_su
     }
     sub->doc = doc;
     for (int k = 0; k < 2; k++) {
-        sub->pos[k] = ring_head(doc->rings[k]);
+        sub->pos[k] = channel_doc_head(doc, k);
         sub->missed[k] = 0;
     }
     sub->prev = NULL;
@@ -130,8 +139,22 @@ void channel_publish(channel_registry *reg, const char *document_id, chan_kind k
         msgbuf_unref(m);
         return;
     }
-    uint64_t at = ring_head(doc->rings[kind]);
+    uint64_t at = channel_doc_head(doc, kind);
     uint64_t origin = m->origin;
+    if (!doc->rings[kind])
+        doc->rings[kind] = ring_create(reg->capacity[kind]);
+    if (!doc->rings[kind]) {
+        /* Out of memory: the message is lost to every subscriber, and counted as missed so
+         * each is told it lagged (read + missed still equals published). */
+        msgbuf_unref(m);
+        doc->base[kind]++;
+        for (channel_sub *s = doc->subs; s; s = s->next) {
+            s->pos[kind]++;
+            if (!(origin && s->self == origin))
+                s->missed[kind]++;
+        }
+        return;
+    }
     ring_publish(doc->rings[kind], m);
     for (channel_sub *s = doc->subs; s; s = s->next) {
         if (origin && s->self == origin && s->pos[kind] == at)
@@ -143,20 +166,24 @@ void channel_publish(channel_registry *reg, const char *document_id, chan_kind k
 
 msgbuf *channel_peek(channel_sub *sub, chan_kind kind)
 {
-    if (!sub->doc)
-        return NULL;
-    return ring_peek(sub->doc->rings[kind], &sub->pos[kind], &sub->missed[kind]);
+    const channel_doc *doc = sub->doc;
+    if (!doc || !doc->rings[kind])
+        return NULL; /* no ring: everything published has been read */
+    uint64_t rel = sub->pos[kind] - doc->base[kind];
+    msgbuf *m = ring_peek(doc->rings[kind], &rel, &sub->missed[kind]);
+    sub->pos[kind] = doc->base[kind] + rel;
+    return m;
 }
 
 bool channel_superseded(const channel_sub *sub, chan_kind kind, const msgbuf *m)
 {
-    if (!m->coalesce || !sub->doc)
+    if (!m->coalesce || !sub->doc || !sub->doc->rings[kind])
         return false;
     const ring *r = sub->doc->rings[kind];
-    uint64_t head = ring_head(r);
-    if (head - sub->pos[kind] <= ring_capacity(r) / 2)
+    uint64_t head = ring_head(r), pos = sub->pos[kind] - sub->doc->base[kind];
+    if (head - pos <= ring_capacity(r) / 2)
         return false;
-    for (uint64_t p = sub->pos[kind] + 1; p < head; p++) {
+    for (uint64_t p = pos + 1; p < head; p++) {
         const msgbuf *later = ring_at(r, p);
         if (later && later->coalesce == m->coalesce)
             return true;
@@ -169,11 +196,19 @@ static int channel_trim_doc(const void *key, size_t klen, void *value, void *ud)
     (void)key, (void)klen, (void)ud;
     channel_doc *doc = value;
     for (int k = 0; k < 2; k++) {
-        uint64_t low = ring_head(doc->rings[k]);
+        if (!doc->rings[k])
+            continue;
+        uint64_t head = channel_doc_head(doc, k), low = head;
         for (channel_sub *s = doc->subs; s; s = s->next)
             if (s->pos[k] < low)
                 low = s->pos[k];
-        ring_release_before(doc->rings[k], low);
+        if (low == head) { /* all read: the ring goes, positions carry on from base */
+            doc->base[k] = head;
+            ring_destroy(doc->rings[k]);
+            doc->rings[k] = NULL;
+        } else {
+            ring_release_before(doc->rings[k], low - doc->base[k]);
+        }
     }
     return 0;
 }
@@ -186,7 +221,7 @@ void channel_registry_trim(channel_registry *reg)
 void channel_heads(const channel_sub *sub, uint64_t heads[2])
 {
     for (int k = 0; k < 2; k++)
-        heads[k] = sub->doc ? ring_head(sub->doc->rings[k]) : 0;
+        heads[k] = sub->doc ? channel_doc_head(sub->doc, k) : 0;
 }
 
 const char *channel_doc_id(const channel_doc *doc)

@@ -63,7 +63,8 @@ msgbuf *channel_peek(channel_sub *sub, chan_kind kind);
 bool channel_superseded(const channel_sub *sub, chan_kind kind, const msgbuf *m);
 
 /* Releases ring messages every local subscriber has already read, so idle documents hold no
- * broadcasts. Cost: one pass over the subscribers; called about once a second. */
+ * broadcasts, and frees a ring once all of it has been read (the next publish creates a new one,
+ * positions carrying on). Cost: one pass over the subscribers; called about once a second. */
 void channel_registry_trim(channel_registry *reg);
 
 /* Current ring heads of sub's document (0 when not subscribed) into heads[2]. */

@@ -63,20 +63,23 @@ void handlers_on_timer(relay_node *n, session *s)
     handlers_arm_timer(n, s);
 }
 
-/* Sends auth_result with a fresh resume token and records the session for resumes. */
+/* Sends auth_result with a fresh resume token and records the session for resumes. The token
+ * lives only in the session store (the backend copies it) and in the reply: the node never
+ * reads it again, so the session does not keep it. */
 static void handlers_auth_ok(relay_node *n, session *s)
 {
-    if (rand_hex(s->resume_token, 32) < 0) {
+    char resume_token[65];
+    if (rand_hex(resume_token, 32) < 0) {
         handlers_auth_fail(n, s, "internal error");
         return;
     }
     if (!s->authenticated)
         session_set_state(s, SESSION_AUTHENTICATED);
-    backend_session rec = {s->session_id, s->user_id,      s->user_name,
-                           s->color,      s->resume_token, &s->claims};
+    backend_session rec = {s->session_id, s->user_id,   s->user_name,
+                           s->color,      resume_token, &s->claims};
     n->backend->vt->session_save(n->backend, s->conn_id, &rec);
     codec_user u = {s->session_id, s->user_id, s->user_name, s->color, {0}};
-    msgbuf *m = codec_encode_auth_ok(&u, s->resume_token);
+    msgbuf *m = codec_encode_auth_ok(&u, resume_token);
     if (m)
         node_reply(n, s, m);
     handlers_arm_timer(n, s);

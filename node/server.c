@@ -27,9 +27,11 @@ static const lws_retry_bo_t node_idle_policy = {
 static relay_node *node_signal_target;
 
 static const struct lws_protocols node_protocols[] = {
-    /* tx_packet_size caps each send(): left at 0, lws cuts every write at rx_buffer_size, and a
-     * coalesced batch (ws.c) would go out 1 KiB per writable round trip. */
-    {"relay", ws_callback, sizeof(ws_pss), 1024, 0, NULL, WS_SEND_MAX},
+    /* rx_buffer_size is allocated for every connection (lws' rx_ubuf) but only carries control
+     * frames: data frames reach us in place, up to this many bytes per callback, and ws.c
+     * reassembles longer ones. tx_packet_size caps each send(): without it lws cuts writes at
+     * rx_buffer_size, and a coalesced batch (ws.c) would leave 1 KiB per writable round trip. */
+    {"relay", ws_callback, sizeof(ws_pss), 512, 0, NULL, WS_SEND_MAX},
     {"relay-accept", listener_callback, sizeof(listener_pss), 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };

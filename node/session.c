@@ -7,6 +7,9 @@
 #include "relay/hmap.h"
 #include "relay/log.h"
 
+/* The close reason when copying one fails: the connection still closes, without a reason. */
+static char session_no_reason[1];
+
 static const char *const session_state_names[] = {"pending", "authenticated", "joined", "closed"};
 
 const char *session_state_name(session_state st)
@@ -17,7 +20,8 @@ const char *session_state_name(session_state st)
 session *session_create(uint64_t conn_id, struct lws *wsi, const char *document_id,
                         const char *color, relay_stats *stats)
 {
-    session *s = calloc(1, sizeof *s);
+    size_t doc_len = strlen(document_id);
+    session *s = calloc(1, sizeof *s + doc_len + 1);
     if (!s)
         return NULL;
     s->conn_id = conn_id;
@@ -25,7 +29,7 @@ session *session_create(uint64_t conn_id, struct lws *wsi, const char *document_
     s->wsi = wsi;
     s->stats = stats;
     s->state = SESSION_PENDING;
-    snprintf(s->document_id, sizeof s->document_id, "%s", document_id);
+    memcpy(s->document_id, document_id, doc_len + 1);
     if (color && *color) {
         snprintf(s->color, sizeof s->color, "%s", color);
         s->color_from_query = true;
@@ -46,10 +50,13 @@ void session_destroy(session *s)
     while (s->dq_len)
         msgbuf_unref(session_reply_pop(s));
     msgbuf_unref(s->carry);
+    free(s->dq_heap);
     token_claims_free(&s->claims);
     free(s->user_id);
     free(s->user_name);
     free(s->rx);
+    if (s->close_reason != session_no_reason)
+        free(s->close_reason);
     free(s);
 }
 
@@ -131,13 +138,33 @@ int session_set_identity(session *s, const char *session_id, const char *user_id
     return 0;
 }
 
+/* Moves the queue from the inline slots to a heap ring of SESSION_DIRECT_CAP, oldest first.
+ * Most connections never queue more than a few replies, so the full ring is only paid for while
+ * a burst is waiting. Returns 0 or -1 when out of memory (queue unchanged). */
+static int session_dq_grow(session *s)
+{
+    msgbuf **slots = malloc(SESSION_DIRECT_CAP * sizeof *slots);
+    if (!slots)
+        return -1;
+    for (unsigned i = 0; i < s->dq_len; i++)
+        slots[i] = s->dq_inline[(s->dq_head + i) % SESSION_DIRECT_INLINE];
+    memset(s->dq_inline, 0, sizeof s->dq_inline);
+    s->dq_heap = slots;
+    s->dq_head = 0;
+    return 0;
+}
+
 int session_reply(session *s, msgbuf *m)
 {
-    if (s->dq_len == SESSION_DIRECT_CAP) {
+    if (s->dq_len == SESSION_DIRECT_CAP ||
+        (!s->dq_heap && s->dq_len == SESSION_DIRECT_INLINE && session_dq_grow(s) < 0)) {
         msgbuf_unref(m);
         return -1;
     }
-    s->direct[(s->dq_head + s->dq_len) % SESSION_DIRECT_CAP] = m;
+    if (s->dq_heap)
+        s->dq_heap[(s->dq_head + s->dq_len) % SESSION_DIRECT_CAP] = m;
+    else
+        s->dq_inline[(s->dq_head + s->dq_len) % SESSION_DIRECT_INLINE] = m;
     s->dq_len++;
     return 0;
 }
@@ -146,10 +173,17 @@ msgbuf *session_reply_pop(session *s)
 {
     if (!s->dq_len)
         return NULL;
-    msgbuf *m = s->direct[s->dq_head];
-    s->direct[s->dq_head] = NULL;
-    s->dq_head = (s->dq_head + 1) % SESSION_DIRECT_CAP;
-    s->dq_len--;
+    unsigned cap = s->dq_heap ? SESSION_DIRECT_CAP : SESSION_DIRECT_INLINE;
+    msgbuf **slots = s->dq_heap ? s->dq_heap : s->dq_inline;
+    msgbuf *m = slots[s->dq_head];
+    slots[s->dq_head] = NULL;
+    s->dq_head = (s->dq_head + 1) % cap;
+    if (--s->dq_len == 0 && s->dq_heap) {
+        /* The burst is written: back to the inline slots. */
+        free(s->dq_heap);
+        s->dq_heap = NULL;
+        s->dq_head = 0;
+    }
     return m;
 }
 
@@ -195,16 +229,14 @@ int session_rx_append(session *s, const void *data, size_t len, size_t max)
     return 0;
 }
 
-/* Keeps a small buffer for the next message; a big one is given back so an idle connection
- * costs little memory. */
+/* Gives the buffer back: only messages longer than the libwebsockets rx chunk (server.c) are
+ * reassembled, and an idle connection should not keep the last one's buffer. */
 void session_rx_reset(session *s)
 {
     s->rx_len = 0;
-    if (s->rx_cap > 65536) {
-        free(s->rx);
-        s->rx = NULL;
-        s->rx_cap = 0;
-    }
+    free(s->rx);
+    s->rx = NULL;
+    s->rx_cap = 0;
 }
 
 void session_close_after_flush(session *s, int code, const char *reason)
@@ -212,7 +244,9 @@ void session_close_after_flush(session *s, int code, const char *reason)
     if (s->close_code)
         return;
     s->close_code = code;
-    snprintf(s->close_reason, sizeof s->close_reason, "%s", reason);
+    s->close_reason = strndup(reason, SESSION_CLOSE_REASON_MAX);
+    if (!s->close_reason) /* out of memory: close without a reason rather than not at all */
+        s->close_reason = session_no_reason;
 }
 
 session *session_from_sub(channel_sub *sub)

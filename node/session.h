@@ -20,9 +20,11 @@
 #include "relay/token.h"
 #include "stats.h"
 
-#define SESSION_DIRECT_CAP    32 /* direct replies queued per connection (the seed's mpsc) */
-#define SESSION_DIRECT_PAUSE  24 /* stop reading the client at this many queued replies */
-#define SESSION_DIRECT_RESUME 8  /* read again once the queue is down to this */
+#define SESSION_DIRECT_CAP       32 /* direct replies queued per connection (the seed's mpsc) */
+#define SESSION_DIRECT_INLINE    4  /* of those, kept in the session; more use a heap ring */
+#define SESSION_DIRECT_PAUSE     24 /* stop reading the client at this many queued replies */
+#define SESSION_DIRECT_RESUME    8  /* read again once the queue is down to this */
+#define SESSION_CLOSE_REASON_MAX 63 /* bytes of close reason kept (a close frame allows 123) */
 
 typedef enum {
     SESSION_PENDING = 0,   /* registered at upgrade, not authenticated */
@@ -35,6 +37,9 @@ typedef enum { RATE_OK = 0, RATE_LIMITED, RATE_ABUSIVE } rate_verdict;
 
 struct lws;
 
+/* Memory: an idle joined connection costs what is in this struct plus its document id, the
+ * identity strings and libwebsockets' own per-connection state, so nothing here is sized for the
+ * worst case (docs/BENCHMARKS.md, memory). */
 typedef struct session {
     uint64_t conn_id;
     struct lws *wsi;
@@ -42,23 +47,24 @@ typedef struct session {
     session_state state;
     bool authenticated;
     bool document_joined;
-    char document_id[129];
-    char session_id[33];
-    char resume_token[65];
-    char color[33];
     bool color_from_query;
+    bool request_pending; /* an asynchronous authenticate/join is in flight */
+    char session_id[33];
+    char color[33];
     char *user_id;
     char *user_name;
     token_claims claims; /* valid when authenticated */
     int64_t auth_deadline_ms;
-    bool request_pending; /* an asynchronous authenticate/join is in flight */
 
-    /* Direct replies: a ring of SESSION_DIRECT_CAP buffers, bypassing the gate. */
-    msgbuf *direct[SESSION_DIRECT_CAP];
+    /* Direct replies, bypassing the gate: a ring of up to SESSION_DIRECT_CAP buffers. The first
+     * SESSION_DIRECT_INLINE fit in dq_inline; a longer queue moves to a heap ring of
+     * SESSION_DIRECT_CAP (dq_heap) that is given back once the queue is empty again. */
+    msgbuf *dq_inline[SESSION_DIRECT_INLINE];
+    msgbuf **dq_heap;
     unsigned dq_head, dq_len;
-    bool rx_paused;
     unsigned inflight; /* requests handed to the backend whose one reply has not come back:
                           they hold a place in the queue, so flow control counts them */
+    bool rx_paused;
 
     channel_sub sub;       /* document + presence read positions */
     msgbuf *carry;         /* taken from a queue but left for the next write */
@@ -84,7 +90,8 @@ typedef struct session {
     int close_code;          /* non-zero: close with this code once the direct queue is flushed */
     bool close_flush;        /* going away: also deliver broadcasts queued before the close */
     uint64_t flush_until[2]; /* ring positions queued at that moment */
-    char close_reason[64];
+    char *close_reason;      /* set with close_code (owned; never NULL then) */
+    char document_id[];      /* from the URL, allocated with the session */
 } session;
 
 /* Creates a session in SESSION_PENDING for an upgraded connection. color may be NULL. Counts
@@ -115,7 +122,7 @@ int session_set_identity(session *s, const char *session_id, const char *user_id
                          const char *user_name, const char *color, const token_claims *claims);
 
 /* Queues a direct reply, taking the caller's reference. Returns 0, or -1 when the queue is full
- * (the reference is released). */
+ * or its heap ring cannot be allocated (the reference is released either way). */
 int session_reply(session *s, msgbuf *m);
 
 /* Replies queued plus replies owed: what flow control compares with the queue's size. */
@@ -134,9 +141,11 @@ rate_verdict session_rate_charge(session *s, int64_t now_us, int rate, int burst
 /* Appends a fragment to the message being reassembled. Returns 0, or -1 when the message would
  * exceed max bytes or memory runs out. */
 int session_rx_append(session *s, const void *data, size_t len, size_t max);
+/* Ends the message being reassembled and frees its buffer. */
 void session_rx_reset(session *s);
 
-/* Asks for the connection to be closed with code once queued replies are written. */
+/* Asks for the connection to be closed with code once queued replies are written. The first
+ * request wins; reason is copied (at most SESSION_CLOSE_REASON_MAX bytes). */
 void session_close_after_flush(session *s, int code, const char *reason);
 
 /* A default color for user_id from a fixed palette (stable across nodes). */

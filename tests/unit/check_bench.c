@@ -534,11 +534,20 @@ static double mono_s(void)
 }
 
 /* Spins for about s seconds of CPU. */
+/* Spends s seconds of this process's CPU time (not wall time: on a loaded machine a wall-clock
+ * loop may get almost no CPU). */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void burn(double s)
 {
     volatile uint64_t x = 0;
-    double t0 = mono_s();
-    while (mono_s() - t0 < s)
+    double t0 = cpu_s();
+    while (cpu_s() - t0 < s)
         for (int i = 0; i < 10000; i++)
             x += (uint64_t)i;
 }

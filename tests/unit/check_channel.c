@@ -315,6 +315,112 @@ START_TEST(test_lag_per_subscriber)
 }
 END_TEST
 
+/* The trim releases what everyone has read and frees a fully read ring; positions, lag and
+ * new subscribers carry on across the ring that is created by the next publish. */
+START_TEST(test_trim_releases_and_positions_carry_on)
+{
+    test_sub a = {.id = 1}, b = {.id = 2};
+    channel_subscribe(reg, "doc", &a.sub);
+    channel_subscribe(reg, "doc", &b.sub);
+    msgbuf *kept[3];
+    for (uint64_t i = 0; i < 3; i++) {
+        kept[i] = msgbuf_ref(msg_new(i));
+        channel_publish(reg, "doc", CHAN_DOCUMENT, kept[i]);
+    }
+    ck_assert_uint_eq(drain(&a, CHAN_DOCUMENT, 0), 3);
+    ck_assert_ptr_nonnull(channel_peek(&b.sub, CHAN_DOCUMENT));
+    b.sub.pos[CHAN_DOCUMENT]++;
+    channel_registry_trim(reg); /* b still needs 1 and 2 */
+    ck_assert_uint_eq(refs(kept[0]), 1);
+    ck_assert_uint_eq(refs(kept[1]), 2);
+    ck_assert_uint_eq(drain(&b, CHAN_DOCUMENT, 1), 2);
+    channel_registry_trim(reg); /* all read: nothing held */
+    for (int i = 0; i < 3; i++) {
+        ck_assert_uint_eq(refs(kept[i]), 1);
+        msgbuf_unref(kept[i]);
+    }
+    uint64_t heads[2];
+    channel_heads(&a.sub, heads);
+    ck_assert_uint_eq(heads[CHAN_DOCUMENT], 3);
+    ck_assert_ptr_null(channel_peek(&a.sub, CHAN_DOCUMENT));
+
+    /* A newcomer starts at the head; the next message is position 3 for everyone. */
+    test_sub c = {.id = 3};
+    channel_subscribe(reg, "doc", &c.sub);
+    ck_assert_uint_eq(c.sub.pos[CHAN_DOCUMENT], 3);
+    channel_publish(reg, "doc", CHAN_DOCUMENT, msg_new(3));
+    ck_assert_uint_eq(drain(&a, CHAN_DOCUMENT, 3), 1);
+    ck_assert_uint_eq(drain(&c, CHAN_DOCUMENT, 3), 1);
+    ck_assert_uint_eq(a.sub.pos[CHAN_DOCUMENT], 4);
+
+    /* Lag in the new ring: b (still before 3) is overflowed by three; reads + missed =
+     * published. */
+    for (uint64_t i = 4; i < 4 + DOC_CAP + 2; i++)
+        channel_publish(reg, "doc", CHAN_DOCUMENT, msg_new(i));
+    ck_assert_uint_eq(drain(&b, CHAN_DOCUMENT, 6), DOC_CAP);
+    ck_assert_uint_eq(b.sub.missed[CHAN_DOCUMENT], 3);
+    ck_assert_uint_eq(b.sub.pos[CHAN_DOCUMENT], 4 + DOC_CAP + 2);
+    channel_heads(&b.sub, heads);
+    ck_assert_uint_eq(heads[CHAN_DOCUMENT], 4 + DOC_CAP + 2);
+    ck_assert_uint_eq(heads[CHAN_PRESENCE], 0);
+    channel_unsubscribe(reg, &a.sub);
+    channel_unsubscribe(reg, &b.sub);
+    channel_unsubscribe(reg, &c.sub);
+}
+END_TEST
+
+/* A sender that is up to date steps over its own message even when the ring was just made. */
+START_TEST(test_own_message_skipped_after_trim)
+{
+    test_sub a = {.id = 1}, b = {.id = 2};
+    a.sub.self = 11;
+    channel_subscribe(reg, "doc", &a.sub);
+    channel_subscribe(reg, "doc", &b.sub);
+    channel_registry_trim(reg);
+    msgbuf *m = msg_new(0);
+    m->origin = 11;
+    channel_publish(reg, "doc", CHAN_PRESENCE, m);
+    ck_assert_uint_eq(a.wakes, 0);
+    ck_assert_uint_eq(a.sub.pos[CHAN_PRESENCE], 1);
+    ck_assert_ptr_null(channel_peek(&a.sub, CHAN_PRESENCE));
+    ck_assert_uint_eq(drain(&b, CHAN_PRESENCE, 0), 1);
+    channel_registry_trim(reg);
+    channel_publish(reg, "doc", CHAN_PRESENCE, msg_new(1));
+    ck_assert_uint_eq(drain(&a, CHAN_PRESENCE, 1), 1);
+    ck_assert_uint_eq(drain(&b, CHAN_PRESENCE, 1), 1);
+    channel_unsubscribe(reg, &a.sub);
+    channel_unsubscribe(reg, &b.sub);
+}
+END_TEST
+
+/* A lagging reader's cursor is skipped for a newer one of the same session, in a ring that
+ * starts after a trimmed one (positions offset from the ring's own). */
+START_TEST(test_superseded_after_trim)
+{
+    test_sub a = {.id = 1}, slow = {.id = 2};
+    channel_subscribe(reg, "doc", &a.sub);
+    channel_subscribe(reg, "doc", &slow.sub);
+    for (uint64_t i = 0; i < 5; i++)
+        channel_publish(reg, "doc", CHAN_PRESENCE, msg_new(i));
+    drain(&a, CHAN_PRESENCE, 0);
+    drain(&slow, CHAN_PRESENCE, 0);
+    channel_registry_trim(reg);
+    for (uint64_t i = 5; i < 5 + PRESENCE_CAP / 2 + 2; i++) {
+        msgbuf *m = msg_new(i);
+        m->coalesce = i == 5 || i == 6 + PRESENCE_CAP / 2 ? 42 : 0;
+        channel_publish(reg, "doc", CHAN_PRESENCE, m);
+    }
+    msgbuf *first = channel_peek(&slow.sub, CHAN_PRESENCE);
+    ck_assert_uint_eq(msg_seq(first), 5);
+    ck_assert(channel_superseded(&slow.sub, CHAN_PRESENCE, first));
+    slow.sub.pos[CHAN_PRESENCE]++;
+    msgbuf *second = channel_peek(&slow.sub, CHAN_PRESENCE);
+    ck_assert(!channel_superseded(&slow.sub, CHAN_PRESENCE, second));
+    channel_unsubscribe(reg, &a.sub);
+    channel_unsubscribe(reg, &slow.sub);
+}
+END_TEST
+
 typedef struct {
     int seen[8];
     size_t n;
@@ -444,6 +550,9 @@ static Suite *channel_suite(void)
     tcase_add_checked_fixture(lag, setup, teardown);
     tcase_add_test(lag, test_capacities_and_independent_lag);
     tcase_add_test(lag, test_lag_per_subscriber);
+    tcase_add_test(lag, test_trim_releases_and_positions_carry_on);
+    tcase_add_test(lag, test_own_message_skipped_after_trim);
+    tcase_add_test(lag, test_superseded_after_trim);
     suite_add_tcase(s, lag);
     return s;
 }

@@ -438,6 +438,61 @@ START_TEST(test_direct_queue_fifo_and_full)
 }
 END_TEST
 
+/* The first replies sit in the session; a longer queue moves to a heap ring, order kept even
+ * when the inline slots had wrapped, and the ring is given back once the queue is empty. */
+START_TEST(test_direct_queue_inline_then_heap)
+{
+    session *s = new_session(NULL);
+    uint32_t next_out = 0, next_in = 0;
+    /* Wrap the inline slots: head moves to 3. */
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_eq(session_reply(s, numbered(next_in++)), 0);
+    for (int k = 0; k < 3; k++) {
+        msgbuf *m = session_reply_pop(s);
+        ck_assert_uint_eq(number_of(m), next_out++);
+        msgbuf_unref(m);
+    }
+    for (int k = 0; k < SESSION_DIRECT_INLINE; k++)
+        ck_assert_int_eq(session_reply(s, numbered(next_in++)), 0);
+    ck_assert_ptr_null(s->dq_heap);
+    /* One more than fits inline: the heap ring, still FIFO, still capped at 32. */
+    while (s->dq_len < SESSION_DIRECT_CAP)
+        ck_assert_int_eq(session_reply(s, numbered(next_in++)), 0);
+    ck_assert_ptr_nonnull(s->dq_heap);
+    ck_assert_int_eq(session_reply(s, numbered(0)), -1);
+    ck_assert_uint_eq(session_reply_load(s), SESSION_DIRECT_CAP);
+    msgbuf *m;
+    while ((m = session_reply_pop(s)) != NULL) {
+        ck_assert_uint_eq(number_of(m), next_out++);
+        msgbuf_unref(m);
+    }
+    ck_assert_uint_eq(next_out, next_in);
+    ck_assert_ptr_null(s->dq_heap);
+    /* And inline again afterwards. */
+    ck_assert_int_eq(session_reply(s, numbered(7)), 0);
+    ck_assert_ptr_null(s->dq_heap);
+    m = session_reply_pop(s);
+    ck_assert_uint_eq(number_of(m), 7);
+    msgbuf_unref(m);
+    session_destroy(s);
+}
+END_TEST
+
+/* The document id is stored whole, whatever its length (the URL parser bounds it). */
+START_TEST(test_document_id_copied)
+{
+    char doc[129];
+    memset(doc, 'd', sizeof doc - 1);
+    doc[sizeof doc - 1] = '\0';
+    session *s = session_create(9, NULL, doc, NULL, &stats);
+    ck_assert_ptr_nonnull(s);
+    doc[0] = 'x';
+    ck_assert_uint_eq(strlen(s->document_id), 128);
+    ck_assert_int_eq(s->document_id[0], 'd');
+    session_destroy(s);
+}
+END_TEST
+
 /* Destroying a session releases what is still queued. */
 START_TEST(test_direct_queue_released_on_destroy)
 {
@@ -562,22 +617,24 @@ START_TEST(test_rx_limit)
         ck_assert_uint_eq(s->rx[i], (uint8_t)(i % 3000));
     ck_assert_int_eq(memcmp(s->rx + 9000, chunk, 1000), 0);
 
-    /* Reset: the next message starts empty; a small buffer is kept for it. */
+    /* Reset: the next message starts empty and the buffer is given back (an idle connection
+     * holds none). */
     session_rx_reset(s);
     ck_assert_uint_eq(s->rx_len, 0);
-    ck_assert_ptr_nonnull(s->rx);
+    ck_assert_ptr_null(s->rx);
+    ck_assert_uint_eq(s->rx_cap, 0);
     ck_assert_int_eq(session_rx_append(s, "ab", 2, max), 0);
     ck_assert_int_eq(memcmp(s->rx, "ab", 2), 0);
-
-    /* A big message's buffer is given back at reset. */
     session_rx_reset(s);
+
+    /* A big message works the same way. */
     uint8_t *big = calloc(1, 200000);
     ck_assert_ptr_nonnull(big);
     ck_assert_int_eq(session_rx_append(s, big, 200000, 1 << 20), 0);
     ck_assert_uint_ge(s->rx_cap, 200000);
     session_rx_reset(s);
     ck_assert_uint_eq(s->rx_len, 0);
-    ck_assert_uint_le(s->rx_cap, 65536);
+    ck_assert_ptr_null(s->rx);
     free(big);
 
     /* A single fragment over the limit is refused on an empty message too. */
@@ -605,7 +662,8 @@ START_TEST(test_close_after_flush_first_wins)
     longr[sizeof longr - 1] = '\0';
     s = new_session(NULL);
     session_close_after_flush(s, 1011, longr);
-    ck_assert_uint_eq(strlen(s->close_reason), sizeof s->close_reason - 1);
+    ck_assert_uint_eq(strlen(s->close_reason), SESSION_CLOSE_REASON_MAX);
+    ck_assert_int_eq(memcmp(s->close_reason, longr, SESSION_CLOSE_REASON_MAX), 0);
     session_destroy(s);
 }
 END_TEST
@@ -644,6 +702,8 @@ static Suite *session_suite(void)
     tcase_add_checked_fixture(dq, setup, NULL);
     tcase_add_test(dq, test_direct_queue_fifo_and_full);
     tcase_add_test(dq, test_direct_queue_released_on_destroy);
+    tcase_add_test(dq, test_direct_queue_inline_then_heap);
+    tcase_add_test(dq, test_document_id_copied);
     suite_add_tcase(s, dq);
 
     TCase *rate = tcase_create("rate");
