@@ -238,6 +238,7 @@ static void br_tick(backend *b, const relay_stats *st)
     br_send(br_of(b), c, (codec_blob){0});
 }
 
+/* Delivers one event; what it owns is passed on or freed (the event itself is not). */
 static void br_deliver(bridge *b, bevt *e)
 {
     backend_events *ev = &b->base.ev;
@@ -276,16 +277,24 @@ static void br_deliver(bridge *b, bevt *e)
         e->text = NULL;
         break;
     }
-    bridge_event_free(e);
+    bridge_event_clear(e);
 }
 
+/* Delivers every batch queued by the Redis thread, in order. */
 static void br_poll(backend *b)
 {
-    void *items[256];
+    bridge *br = br_of(b);
+    void *items[64];
     size_t n;
-    while ((n = queue_pop_many(br_of(b)->to_lws, items, 256)) > 0)
-        for (size_t i = 0; i < n; i++)
-            br_deliver(br_of(b), items[i]);
+    while ((n = queue_pop_many(br->to_lws, items, 64)) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            bevt_batch *batch = items[i];
+            for (size_t j = 0; j < batch->n; j++)
+                br_deliver(br, &batch->ev[j]);
+            atomic_fetch_sub(&br->lws_backlog, batch->n);
+            free(batch);
+        }
+    }
 }
 
 static int br_start(backend *b, struct lws_context *ctx)
@@ -323,9 +332,9 @@ static void br_free_cmd(void *item)
     free(item);
 }
 
-static void br_free_event(void *item)
+static void br_free_batch(void *item)
 {
-    bridge_event_free(item);
+    bridge_batch_free(item);
 }
 
 static void br_destroy(backend *b)
@@ -340,7 +349,11 @@ static void br_destroy(backend *b)
     if (br->docs || br->members)
         bridge_docs_free(br);
     queue_destroy(br->to_redis, br_free_cmd);
-    queue_destroy(br->to_lws, br_free_event);
+    queue_destroy(br->to_lws, br_free_batch);
+    bridge_batch_free(br->out);
+    free(br->fmt);
+    wire_buf_free(&br->op_prefix);
+    wire_buf_free(&br->op_suffix);
     pthread_mutex_destroy(&br->ctx_lock);
     free(br->host);
     free(br->user);

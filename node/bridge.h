@@ -5,10 +5,17 @@
  * Threads: the WebSocket thread calls the backend vtable (backend_redis.c), which turns each
  * request into a bcmd and pushes it onto `to_redis`, waking the Redis thread with
  * event_active(). The Redis thread (bridge.c) runs a libevent loop with two hiredis async
- * connections — `cmd` for commands and scripts, `sub` for SUBSCRIBE — and pushes results as
- * bevts onto `to_lws`, waking the WebSocket thread with lws_cancel_service(). Nothing else is
- * shared: every field below the "Redis thread only" line is touched by the Redis thread alone;
- * `ready` is an atomic both read.
+ * connections — `cmd` for commands and scripts, `sub` for SUBSCRIBE — and collects results as
+ * bevts in a batch that goes onto `to_lws` as one item, waking the WebSocket thread with
+ * lws_cancel_service() when the queue was empty. Nothing else is shared: every field below the
+ * "Redis thread only" line is touched by the Redis thread alone; `ready` and `lws_backlog` are
+ * atomics both use.
+ *
+ * Batching: everything the Redis thread does starts in one of its event handlers (a hiredis
+ * socket readable or writable, the wake from the WebSocket thread, the timer). Commands issued
+ * during a turn of the loop are written to Redis with one write per connection after its
+ * handlers, and events produced go to the WebSocket thread as one batch then (bridge_flush), so
+ * a read of many replies costs one write, one queue hand-off and at most one wake.
  */
 #ifndef RELAY_BRIDGE_H
 #define RELAY_BRIDGE_H
@@ -33,6 +40,7 @@
 #define BRIDGE_CANARY_DEADLINE_MS 4000
 #define BRIDGE_UNSUB_LINGER_MS    1500
 #define BRIDGE_SUB_BATCH          128
+#define BRIDGE_EVENT_BATCH        64 /* events per hand-off to the WebSocket thread */
 
 /* ---- WebSocket thread -> Redis thread ----------------------------------------------------- */
 
@@ -95,6 +103,13 @@ typedef struct bevt {
     token_claims claims;
 } bevt;
 
+/* Events handed to the WebSocket thread together: one queue item, one wake. Events keep the
+ * order in which they were produced, within and across batches. */
+typedef struct bevt_batch {
+    size_t n;
+    bevt ev[BRIDGE_EVENT_BATCH];
+} bevt_batch;
+
 /* Per-document state on the Redis thread. */
 typedef struct bdoc {
     char id[129];
@@ -131,11 +146,13 @@ typedef struct bridge {
     struct lws_context *lws_ctx;
     queue *to_redis, *to_lws;
     struct event_base *evbase;
-    struct event *wake_ev, *timer_ev;
+    struct event *wake_ev, *timer_ev, *flush_ev;
     pthread_t thread;
     bool thread_started;
     _Atomic bool ready;
     _Atomic bool stopped;
+    _Atomic size_t lws_backlog; /* events produced and not yet delivered: bounded by
+                                   BRIDGE_QUEUE_CAP, so a full hand-off fails when produced */
     /* WebSocket thread only */
     bool stopping;
     /* ---- Redis thread only ---- */
@@ -154,7 +171,14 @@ typedef struct bridge {
     size_t n_deferred, cap_deferred;
     bool stop_requested;
     int64_t stop_at_ms;
-    int stop_pending; /* replies still awaited before the loop may exit */
+    int stop_pending;           /* replies still awaited before the loop may exit */
+    bevt_batch *out;            /* events not yet handed over (bridge_flush) */
+    bool flush_armed;           /* flush_ev is active: bridge_flush runs before the next poll */
+    redisAsyncContext *writing; /* the connection being written by bridge_flush, if any */
+    char ctl_channel[300];      /* our control channel, formatted once */
+    char *fmt;                  /* reusable buffer for formatting commands */
+    size_t fmt_cap;
+    wire_buf op_prefix, op_suffix; /* reusable buffers for the op script's arguments */
 } bridge;
 
 /* bridge.c */
@@ -163,11 +187,25 @@ void bridge_thread_join(bridge *b);
 void bridge_wake(bridge *b);
 void bridge_exit_loop(bridge *b);
 int bridge_subscribe(bridge *b, const char **channels, size_t n, bool unsubscribe);
-/* Queues e for the WebSocket thread and wakes it. Returns 0, or -1 when the queue is full (the
- * caller still owns e). */
+/* Adds a copy of *e to the batch for the WebSocket thread (handed over at the end of the
+ * current handler, bridge_flush). On success what e points to (m, text, strings, claims) belongs
+ * to the batch; returns -1 when the WebSocket thread is that far behind or out of memory, and
+ * the caller still owns it. Redis thread only. */
+int bridge_emit(bridge *b, const bevt *e);
+/* bridge_emit() for a heap event: on success the batch owns its contents and e itself is freed;
+ * on -1 the caller still owns e. */
 int bridge_push_event(bridge *b, bevt *e);
+/* Arranges for the commands queued in this turn of the loop to be written (one write per
+ * connection) and the events produced to be handed to the WebSocket thread (one queue item, a
+ * wake only when it was idle) once this turn's handlers have run. Redis thread only; every
+ * event handler of the Redis thread ends with it. */
+void bridge_flush(bridge *b);
 /* Frees an event and everything it owns. bridge_event_free(NULL) is a no-op. */
 void bridge_event_free(bevt *e);
+/* Frees what an event owns, not the event itself (events inside a batch). */
+void bridge_event_clear(bevt *e);
+/* Frees a batch and every event still in it. bridge_batch_free(NULL) is a no-op. */
+void bridge_batch_free(bevt_batch *batch);
 void bridge_reply_error(bridge *b, uint64_t conn_id, const char *code, const char *message,
                         codec_blob ref);
 bool bridge_link_up(const bridge *b);
@@ -175,6 +213,9 @@ bool bridge_link_up(const bridge *b);
  * behind a long pipeline. */
 void bridge_saw_reply(bridge *b, const void *reply);
 void bridge_link_down(bridge *b, const char *why);
+/* Queues EVALSHA of script s with nkeys keys then nargs arguments (lens NULL: all are C
+ * strings). The command is formatted here into a reused buffer and written at the end of the
+ * handler. Returns 0, or -1 when the link is down or out of memory (fn is not called). */
 int bridge_evalsha(bridge *b, redisCallbackFn *fn, void *privdata, bridge_script s, int nkeys,
                    int nargs, const char **argv, const size_t *lens);
 void bridge_owner(const bridge *b, uint64_t conn_id, char *out, size_t outlen);

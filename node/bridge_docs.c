@@ -120,18 +120,10 @@ void bridge_docs_unsubscribe(bridge *b, const char *doc)
 
 static int docs_push(bridge *b, bevt_kind kind, const char *doc, msgbuf *m, chan_kind chan)
 {
-    bevt *e = calloc(1, sizeof *e);
-    if (!e) {
+    bevt e = {.kind = kind, .m = m, .chan = chan};
+    snprintf(e.doc, sizeof e.doc, "%s", doc);
+    if (bridge_emit(b, &e) < 0) {
         msgbuf_unref(m);
-        return -1;
-    }
-    e->kind = kind;
-    e->m = m;
-    e->chan = chan;
-    snprintf(e->doc, sizeof e->doc, "%s", doc);
-    if (bridge_push_event(b, e) < 0) {
-        msgbuf_unref(m);
-        free(e);
         return -1;
     }
     return 0;

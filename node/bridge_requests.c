@@ -29,19 +29,9 @@ static void req_unavailable(bridge *b, const bcmd *c)
 
 static int req_push_reply(bridge *b, bevt_kind kind, uint64_t conn_id, uint64_t seq, msgbuf *m)
 {
-    bevt *e = calloc(1, sizeof *e);
-    if (!e || !m) {
-        free(e);
+    bevt e = {.kind = kind, .conn_id = conn_id, .seq = seq, .m = m};
+    if (!m || bridge_emit(b, &e) < 0) {
         msgbuf_unref(m);
-        return -1;
-    }
-    e->kind = kind;
-    e->conn_id = conn_id;
-    e->seq = seq;
-    e->m = m;
-    if (bridge_push_event(b, e) < 0) {
-        msgbuf_unref(m);
-        free(e);
         return -1;
     }
     return 0;
@@ -303,15 +293,22 @@ void bridge_docs_op(bridge *b, bcmd *c)
     char dedup[700], epoch[17];
     int dl = wire_doc_key(dedup, sizeof dedup, b->prefix, c->doc, "ref:");
     size_t dedup_len = dl > 0 ? (size_t)dl : 0;
-    dedup_len += (size_t)snprintf(dedup + dedup_len, sizeof dedup - dedup_len, "%s:", c->sid);
+    size_t sl = strlen(c->sid);
+    if (dedup_len + sl + 1 < sizeof dedup) {
+        memcpy(dedup + dedup_len, c->sid, sl);
+        dedup_len += sl;
+        dedup[dedup_len++] = ':';
+    }
     if (c->ref.len && dedup_len + c->ref.len < sizeof dedup) {
         memcpy(dedup + dedup_len, c->ref.data, c->ref.len);
         dedup_len += c->ref.len;
     }
     bridge_epoch_candidate(b, c->doc, epoch);
-    wire_buf prefix = {0}, suffix = {0};
-    int ok = wire_op_prefix(&prefix, b->node_id, c->conn_id) == 0 &&
-             wire_op_suffix(&suffix, c->user_id, c->sid, c->blob) == 0;
+    /* The message parts go into buffers the Redis thread reuses for every operation. */
+    wire_buf *prefix = &b->op_prefix, *suffix = &b->op_suffix;
+    prefix->len = suffix->len = 0;
+    int ok = wire_op_prefix(prefix, b->node_id, c->conn_id) == 0 &&
+             wire_op_suffix(suffix, c->user_id, c->sid, c->blob) == 0;
     const char *argv[] = {k->epoch,
                           k->seq,
                           k->hist,
@@ -319,8 +316,8 @@ void bridge_docs_op(bridge *b, bcmd *c)
                           k->presence,
                           k->owners,
                           k->cursors,
-                          (const char *)prefix.data,
-                          (const char *)suffix.data,
+                          (const char *)prefix->data,
+                          (const char *)suffix->data,
                           b->s_history_len,
                           b->s_history_ttl,
                           k->ops_ch,
@@ -329,13 +326,14 @@ void bridge_docs_op(bridge *b, bcmd *c)
                           c->ref.len ? "1" : "0"};
     size_t lens[15];
     for (int i = 0; i < 15; i++)
-        lens[i] = i == 3 ? dedup_len : i == 7 ? prefix.len : i == 8 ? suffix.len : strlen(argv[i]);
+        lens[i] = i == 3   ? dedup_len
+                  : i == 7 ? prefix->len
+                  : i == 8 ? suffix->len
+                           : strlen(argv[i]);
     if (!ok || bridge_evalsha(b, req_on_op, c, SCRIPT_OP, 7, 8, argv, lens) < 0) {
         req_unavailable(b, c);
         free(c);
     }
-    wire_buf_free(&prefix);
-    wire_buf_free(&suffix);
 }
 
 /* ---- cursor ----------------------------------------------------------------------------- */
