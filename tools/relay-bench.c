@@ -235,9 +235,10 @@ static void on_operation(bconn *bc, const bench_msg_op *op, int64_t now)
     }
 }
 
-/* A Binary message: one broadcast map, or (batched broadcast frames, when the node was asked
- * for them with --query) an array of broadcast maps. A malformed one counts as "other" and
- * ends the message. */
+/* A Binary message: one broadcast map, or an array of broadcast maps (a batched frame format
+ * relay does not send: it batches frames on the wire instead, docs/PROTOCOL.md; the reader
+ * accepts it so a relay build or a fork that offers one can be measured). A malformed one
+ * counts as "other" and ends the message. */
 static void on_binary(bconn *bc, const uint8_t *data, size_t len)
 {
     bench_msg_reader r;
@@ -410,31 +411,30 @@ static void *thread_main(void *arg)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: relay-bench [options]\n"
-            "  --endpoints H:P[,H:P...]  node endpoints, round-robin (default 127.0.0.1:8080)\n"
-            "  --bind-addrs A[,A...]     local source addresses, round-robin\n"
-            "  --docs D                  documents (default 1)\n"
-            "  --clients C               clients per document (default 10)\n"
-            "  --conns N                 total connections (default D*C; sets D = ceil(N/C))\n"
-            "  --senders S               senders per document (default 1)\n"
-            "  --rate R                  operations/s per sender (default 10)\n"
-            "  --payload B               payload bytes, >= 32 (default 100)\n"
-            "  --warmup S / --duration S warm-up and measured window, seconds (default 2 / 10)\n"
-            "  --drain S                 wait for late deliveries after the window (default 3)\n"
-            "  --ramp N                  connections opened per second (default 2000)\n"
-            "  --connect-timeout S       give up waiting for joins (default 60)\n"
-            "  --max-inflight N          unacked operations per sender (default 32, the node's "
-            "reply queue)\n"
-            "  --idle S                  idle mode: open, join and hold for S seconds\n"
-            "  --ready-file PATH         write connection counts there once all are joined\n"
-            "  --threads T               event-loop threads (default 2)\n"
-            "  --secret S | --token T    HS256 secret to mint a token, or the token itself\n"
-            "  --doc-prefix P            document name prefix (default bench-)\n"
-            "  --node-pids P[,P...]      node processes whose CPU time is measured\n"
-            "  --query Q                 query string of the upgrade (e.g. to ask for batching)\n"
-            "  --binary                  msgpack requests (default JSON)\n"
-            "  --json                    final report as JSON on stdout\n");
+    fprintf(f, "Usage: relay-bench [options]\n"
+               "  --endpoints H:P[,H:P...]  node endpoints, round-robin (default 127.0.0.1:8080)\n"
+               "  --bind-addrs A[,A...]     local source addresses, round-robin\n"
+               "  --docs D                  documents (default 1)\n"
+               "  --clients C               clients per document (default 10)\n"
+               "  --conns N                 total connections (default D*C; sets D = ceil(N/C))\n"
+               "  --senders S               senders per document (default 1)\n"
+               "  --rate R                  operations/s per sender (default 10)\n"
+               "  --payload B               payload bytes, >= 32 (default 100)\n"
+               "  --warmup S / --duration S warm-up and measured window, seconds (default 2 / 10)\n"
+               "  --drain S                 wait for late deliveries after the window (default 3)\n"
+               "  --ramp N                  connections opened per second (default 2000)\n"
+               "  --connect-timeout S       give up waiting for joins (default 60)\n"
+               "  --max-inflight N          unacked operations per sender (default 32, the node's "
+               "reply queue)\n"
+               "  --idle S                  idle mode: open, join and hold for S seconds\n"
+               "  --ready-file PATH         write connection counts there once all are joined\n"
+               "  --threads T               event-loop threads (default 2)\n"
+               "  --secret S | --token T    HS256 secret to mint a token, or the token itself\n"
+               "  --doc-prefix P            document name prefix (default bench-)\n"
+               "  --node-pids P[,P...]      node processes whose CPU time is measured\n"
+               "  --query Q                 query string of the upgrade (e.g. color=%%23ff0000)\n"
+               "  --binary                  msgpack requests (default JSON)\n"
+               "  --json                    final report as JSON on stdout\n");
 }
 
 /* Splits a comma list into at most max items of at most itemlen bytes. Returns the count, -1. */
