@@ -281,6 +281,23 @@ h_node *hc_node_start_at(const char *file, int line, const char *url, const char
     return n;
 }
 
+hc_redis *hc_cluster_start_at(const char *file, int line, bool aof, h_node **nodes, size_t n)
+{
+    hc_redis *r = hc_redis_start_at(file, line, aof);
+    for (size_t i = 0; i < n && i < 26; i++) {
+        char id[2] = {(char)('a' + i), 0};
+        nodes[i] = hc_node_start_at(file, line, hc_redis_url(r), id, NULL);
+    }
+    return r;
+}
+
+void hc_cluster_destroy(hc_redis *r, h_node **nodes, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h_node_destroy(nodes[i]);
+    hc_redis_destroy(r);
+}
+
 int hc_http_status(int port, const char *path)
 {
     h_http r;

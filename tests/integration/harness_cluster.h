@@ -72,6 +72,14 @@ json_t *hc_redis_keys(const hc_redis *r, const char *pattern);
 h_node *hc_node_start_at(const char *file, int line, const char *url, const char *node_id,
                          const char *arg, ...);
 
+/* The scenarios' fixture: redis-server (with AOF when aof) and n <= 26 ready cluster nodes on
+ * it, named "a", "b", ... in nodes[0..n). Fails the test when one does not come up. */
+#define hc_cluster_start(aof, nodes, n) hc_cluster_start_at(__FILE__, __LINE__, (aof), (nodes), (n))
+hc_redis *hc_cluster_start_at(const char *file, int line, bool aof, h_node **nodes, size_t n);
+
+/* Destroys the nodes (NULL entries are skipped), then the server. */
+void hc_cluster_destroy(hc_redis *r, h_node **nodes, size_t n);
+
 /* Status of GET path on 127.0.0.1:port, or -1 when there was no answer within 1 s. */
 int hc_http_status(int port, const char *path);
 

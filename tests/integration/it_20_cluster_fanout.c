@@ -16,22 +16,17 @@
 #define WINDOW 16 /* operations in flight per sender */
 
 static hc_redis *redis;
-static h_node *na, *nb, *nc;
+static h_node *nodes[3], *na, *nb, *nc;
 
 static void setup(void)
 {
-    redis = hc_redis_start(false);
-    na = hc_node_start(hc_redis_url(redis), "a", NULL);
-    nb = hc_node_start(hc_redis_url(redis), "b", NULL);
-    nc = hc_node_start(hc_redis_url(redis), "c", NULL);
+    redis = hc_cluster_start(false, nodes, 3);
+    na = nodes[0], nb = nodes[1], nc = nodes[2];
 }
 
 static void teardown(void)
 {
-    h_node_destroy(na);
-    h_node_destroy(nb);
-    h_node_destroy(nc);
-    hc_redis_destroy(redis);
+    hc_cluster_destroy(redis, nodes, 3);
 }
 
 /* One sender's pipeline: refs sent and not yet answered, oldest first. */

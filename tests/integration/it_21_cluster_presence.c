@@ -15,22 +15,17 @@
 #define DEAD_NODE_MS 10000 /* the bound for announcing a dead node's sessions */
 
 static hc_redis *redis;
-static h_node *na, *nb, *nc;
+static h_node *cluster[3], *na, *nb, *nc;
 
 static void setup(void)
 {
-    redis = hc_redis_start(false);
-    na = hc_node_start(hc_redis_url(redis), "a", NULL);
-    nb = hc_node_start(hc_redis_url(redis), "b", NULL);
-    nc = hc_node_start(hc_redis_url(redis), "c", NULL);
+    redis = hc_cluster_start(false, cluster, 3);
+    na = cluster[0], nb = cluster[1], nc = cluster[2];
 }
 
 static void teardown(void)
 {
-    h_node_destroy(na);
-    h_node_destroy(nb);
-    h_node_destroy(nc);
-    hc_redis_destroy(redis);
+    hc_cluster_destroy(redis, cluster, 3);
 }
 
 static const char *sid(const hc_client *c)

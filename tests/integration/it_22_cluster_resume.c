@@ -23,19 +23,14 @@ static hc_haproxy *proxy;
 
 static void setup(void)
 {
-    redis = hc_redis_start(false);
-    const char *ids[N_NODES] = {"a", "b", "c"};
-    for (int i = 0; i < N_NODES; i++)
-        nodes[i] = hc_node_start(hc_redis_url(redis), ids[i], NULL);
+    redis = hc_cluster_start(false, nodes, N_NODES);
     proxy = hc_haproxy_start(nodes, N_NODES);
 }
 
 static void teardown(void)
 {
     hc_haproxy_destroy(proxy);
-    for (int i = 0; i < N_NODES; i++)
-        h_node_destroy(nodes[i]);
-    hc_redis_destroy(redis);
+    hc_cluster_destroy(redis, nodes, N_NODES);
 }
 
 /* connections.joined of a node's /stats (-1 when unreadable). */

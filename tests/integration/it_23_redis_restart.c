@@ -20,20 +20,17 @@
 #define RECOVERY_MS 30000 /* the whole stream must be through by then */
 
 static hc_redis *redis;
-static h_node *na, *nb;
+static h_node *nodes[2], *na, *nb;
 
 static void setup(void)
 {
-    redis = hc_redis_start(true);
-    na = hc_node_start(hc_redis_url(redis), "a", NULL);
-    nb = hc_node_start(hc_redis_url(redis), "b", NULL);
+    redis = hc_cluster_start(true, nodes, 2);
+    na = nodes[0], nb = nodes[1];
 }
 
 static void teardown(void)
 {
-    h_node_destroy(na);
-    h_node_destroy(nb);
-    hc_redis_destroy(redis);
+    hc_cluster_destroy(redis, nodes, 2);
 }
 
 /* When Redis, killed, is due to be started again (0: not killed). */

@@ -16,20 +16,17 @@
 #define RECOVER_MS 15000 /* reconnection with backoff after SIGCONT */
 
 static hc_redis *redis;
-static h_node *na, *nb;
+static h_node *nodes[2], *na, *nb;
 
 static void setup(void)
 {
-    redis = hc_redis_start(false);
-    na = hc_node_start(hc_redis_url(redis), "a", NULL);
-    nb = hc_node_start(hc_redis_url(redis), "b", NULL);
+    redis = hc_cluster_start(false, nodes, 2);
+    na = nodes[0], nb = nodes[1];
 }
 
 static void teardown(void)
 {
-    h_node_destroy(na);
-    h_node_destroy(nb);
-    hc_redis_destroy(redis);
+    hc_cluster_destroy(redis, nodes, 2);
 }
 
 /* Expects error unavailable with this ref (the reply to a request sent before). */

@@ -24,16 +24,12 @@ static h_node *nodes[2];
 
 static void setup(void)
 {
-    redis = hc_redis_start(false);
-    nodes[0] = hc_node_start(hc_redis_url(redis), "a", NULL);
-    nodes[1] = hc_node_start(hc_redis_url(redis), "b", NULL);
+    redis = hc_cluster_start(false, nodes, 2);
 }
 
 static void teardown(void)
 {
-    h_node_destroy(nodes[0]);
-    h_node_destroy(nodes[1]);
-    hc_redis_destroy(redis);
+    hc_cluster_destroy(redis, nodes, 2);
 }
 
 /* ---- A fleet of event-driven connections on one loop --------------------------------------- */
