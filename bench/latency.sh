@@ -8,28 +8,14 @@
 source "$(dirname "$0")/lib.sh"
 bench_need "$RELAY_NODE" "$RELAY_BENCH" redis-server jq
 
-RUNS=3 DURATION=10 EXTRA=()
-[ "$QUICK" = 1 ] && RUNS=1 DURATION=4
-while [ $# -gt 0 ]; do
-    case $1 in
-    --runs) RUNS=$2; shift ;;
-    --binary) EXTRA+=(--binary) ;;
-    esac
-    shift
-done
+bench_run_options "$@"
 
 bench_machine
 bench_start_redis
 bench_start_node n1
 bench_start_node n2
 
-for run in $(seq "$RUNS"); do
-    "$RELAY_BENCH" --endpoints "$(bench_endpoints)" --node-pids "$(bench_node_pids)" \
-        --secret "$BENCH_SECRET" --docs 20 --clients 10 --senders 2 --rate 25 --payload 100 \
-        --warmup 2 --duration "$DURATION" --threads 2 --json "${EXTRA[@]}" \
-        --doc-prefix "lat-$run-" 2>"$BENCH_TMP/bench-$run.err" >"$BENCH_TMP/run-$run.json"
-    jq -r --arg run "$run" '"run \($run): delivered \(.delivered)/\(.expected), p50 \(.latency_us.p50) us p90 \(.latency_us.p90) us p99 \(.latency_us.p99) us p99.9 \(.latency_us."p99.9") us max \(.latency_us.max) us, node \(.node_us_per_msg*1000|floor/1000) us/msg, bench cpu \(.bench.cpu_pct|floor)%, errors \(.errors|tostring)"' "$BENCH_TMP/run-$run.json"
-done
+bench_runs lat '"run \($run): delivered \(.delivered)/\(.expected), p50 \(.latency_us.p50) us p90 \(.latency_us.p90) us p99 \(.latency_us.p99) us p99.9 \(.latency_us."p99.9") us max \(.latency_us.max) us, node \(.node_us_per_msg*1000|floor/1000) us/msg, bench cpu \(.bench.cpu_pct|floor)%, errors \(.errors|tostring)"' \
+    --docs 20 --clients 10 --senders 2 --rate 25 --payload 100
 
-med() { jq -r "$1" "$BENCH_TMP"/run-*.json | bench_median; }
-echo "latency (median of $RUNS): p50_us $(med .latency_us.p50) p99_us $(med .latency_us.p99) p99.9_us $(med '.latency_us."p99.9"') max_us $(med .latency_us.max) delivery_ratio $(med .delivery_ratio)"
+echo "latency (median of $RUNS): p50_us $(bench_med .latency_us.p50) p99_us $(bench_med .latency_us.p99) p99.9_us $(bench_med '.latency_us."p99.9"') max_us $(bench_med .latency_us.max) delivery_ratio $(bench_med .delivery_ratio)"

@@ -119,3 +119,38 @@ bench_median() {
 bench_machine() {
     echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r)"
 }
+
+# Options of the repeated-run scripts (fanout, latency): sets RUNS (3, 1 with --quick),
+# DURATION (10 s, 4 with --quick) and EXTRA (relay-bench arguments: --binary, --query Q).
+bench_run_options() {
+    RUNS=3 DURATION=10 EXTRA=()
+    [ "$QUICK" = 1 ] && RUNS=1 DURATION=4
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --runs) RUNS=$2; shift ;;
+        --binary) EXTRA+=(--binary) ;;
+        --query) EXTRA+=(--query "$2"); shift ;;
+        esac
+        shift
+    done
+}
+
+# bench_runs PREFIX LINE WORKLOAD...: RUNS relay-bench runs of the workload against the started
+# nodes (2 s warm-up, DURATION s window, 2 threads, EXTRA), each report in
+# $BENCH_TMP/run-<run>.json and printed as one line from the jq template LINE ($run is set).
+bench_runs() {
+    local prefix=$1 line=$2 run
+    shift 2
+    for run in $(seq "$RUNS"); do
+        "$RELAY_BENCH" --endpoints "$(bench_endpoints)" --node-pids "$(bench_node_pids)" \
+            --secret "$BENCH_SECRET" "$@" --warmup 2 --duration "$DURATION" --threads 2 --json \
+            "${EXTRA[@]}" --doc-prefix "$prefix-$run-" 2>"$BENCH_TMP/bench-$run.err" \
+            >"$BENCH_TMP/run-$run.json"
+        jq -r --arg run "$run" "$line" "$BENCH_TMP/run-$run.json"
+    done
+}
+
+# Median over the runs' reports of a jq expression.
+bench_med() {
+    jq -r "$1" "$BENCH_TMP"/run-*.json | bench_median
+}
